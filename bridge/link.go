@@ -1,0 +1,298 @@
+package bridge
+
+import (
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	vswitch "github.com/macvsw/macvsw/switch"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// DefaultBatch is how many frames one WritePackets call carries: gVisor's
+// fdbased sends up to 47 per sendmmsg; a power of two near it is as good.
+const DefaultBatch = 64
+
+// Options configures a link. The zero value is sensible.
+type Options struct {
+	// Batch is the most frames handed to the endpoint in one write.
+	Batch int
+	// Manual starts no goroutines: the owner calls Pump.
+	Manual bool
+	// Logger receives link state changes; nil discards.
+	Logger *slog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.Batch <= 0 {
+		o.Batch = DefaultBatch
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// QueueWriter is implemented by multi-queue endpoints (taps, AF_PACKET
+// sockets): WriteQueue writes the frames to queue q. A link uses it when the
+// endpoint has one, so the queue the switch chose is the queue written.
+type QueueWriter interface {
+	WriteQueue(q int, pkts stack.PacketBufferList) (int, tcpip.Error)
+}
+
+// QueueDispatcher is what a link gives its endpoint as NetworkDispatcher:
+// multi-queue endpoints call DeliverQueuePacket with the queue a frame was
+// read from. It borrows pkt, which holds the whole Ethernet frame.
+type QueueDispatcher interface {
+	stack.NetworkDispatcher
+	DeliverQueuePacket(queue int, pkt *stack.PacketBuffer)
+}
+
+// LinkStats counts what a link handed to its endpoint.
+type LinkStats struct {
+	Written     uint64 `json:"written"`      // frames the endpoint accepted
+	WriteErrors uint64 `json:"write_errors"` // frames the endpoint refused (full, closed, too big)
+}
+
+// queueSource is the switch side of a link: a set of queues to drain.
+type queueSource interface {
+	NumQueues() int
+	Queue(i int) *vswitch.Queue
+}
+
+// drainer moves frames from a switch queue set to an endpoint.
+type drainer struct {
+	ep    stack.LinkEndpoint
+	qw    QueueWriter
+	src   queueSource
+	batch int
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	written     atomic.Uint64
+	writeErrors atomic.Uint64
+
+	pumpMu sync.Mutex
+	list   stack.PacketBufferList // Pump's scratch, guarded by pumpMu
+}
+
+func newDrainer(ep stack.LinkEndpoint, src queueSource, opts Options) *drainer {
+	d := &drainer{ep: ep, src: src, batch: opts.Batch, stop: make(chan struct{})}
+	d.qw, _ = ep.(QueueWriter)
+	return d
+}
+
+func (d *drainer) start() {
+	for i := 0; i < d.src.NumQueues(); i++ {
+		d.wg.Add(1)
+		go d.drainLoop(i)
+	}
+}
+
+// drainLoop empties queue i into the endpoint until the link is closed or the
+// queue is (its port removed).
+func (d *drainer) drainLoop(i int) {
+	defer d.wg.Done()
+	q := d.src.Queue(i)
+	var list stack.PacketBufferList
+	for {
+		for q.Dequeue(&list, d.batch) > 0 {
+			d.write(i, list)
+			list.Reset()
+		}
+		if q.Closed() {
+			return
+		}
+		select {
+		case <-q.Ready():
+		case <-d.stop:
+			return
+		}
+	}
+}
+
+// write hands a batch to the endpoint; the caller keeps (and releases) the
+// references.
+func (d *drainer) write(queue int, list stack.PacketBufferList) {
+	var n int
+	var err tcpip.Error
+	if d.qw != nil {
+		n, err = d.qw.WriteQueue(queue, list)
+	} else {
+		n, err = d.ep.WritePackets(list)
+	}
+	_ = err // the endpoint counts its own reasons; we count what it refused
+	d.written.Add(uint64(n))
+	if rest := list.Len() - n; rest > 0 {
+		d.writeErrors.Add(uint64(rest))
+	}
+}
+
+// pump drains every queue once, synchronously.
+func (d *drainer) pump() int {
+	d.pumpMu.Lock()
+	defer d.pumpMu.Unlock()
+	total := 0
+	for i := 0; i < d.src.NumQueues(); i++ {
+		q := d.src.Queue(i)
+		for q.Dequeue(&d.list, d.batch) > 0 {
+			total += d.list.Len()
+			d.write(i, d.list)
+			d.list.Reset()
+		}
+	}
+	return total
+}
+
+func (d *drainer) close() {
+	close(d.stop)
+	d.wg.Wait()
+}
+
+func (d *drainer) stats() LinkStats {
+	return LinkStats{Written: d.written.Load(), WriteErrors: d.writeErrors.Load()}
+}
+
+// PortLink attaches a link endpoint to a switch port.
+type PortLink struct {
+	sw   *vswitch.Switch
+	port *vswitch.Port
+	ep   stack.LinkEndpoint
+	d    *drainer
+	once sync.Once
+	opts Options
+}
+
+var _ QueueDispatcher = (*portDispatcher)(nil)
+
+// portDispatcher is the endpoint's dispatcher: what it receives, the port
+// sends into the switch.
+type portDispatcher struct {
+	sw   *vswitch.Switch
+	port *vswitch.Port
+}
+
+// DeliverNetworkPacket implements stack.NetworkDispatcher. It borrows pkt.
+func (d *portDispatcher) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	d.sw.Transmit(d.port, pkt, -1)
+}
+
+// DeliverQueuePacket implements QueueDispatcher. It borrows pkt.
+func (d *portDispatcher) DeliverQueuePacket(queue int, pkt *stack.PacketBuffer) {
+	d.sw.Transmit(d.port, pkt, queue)
+}
+
+// DeliverLinkPacket implements stack.NetworkDispatcher; a switch port has no
+// packet sockets of its own.
+func (*portDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
+
+// AttachPort connects ep to port p: frames ep receives enter the switch as
+// sent by p, and frames the switch delivers to p are written to ep. The
+// endpoint must hand the dispatcher whole Ethernet frames (its link header
+// may be consumed or not: the switch reads the raw bytes). The link does not
+// own ep; Close detaches it.
+func AttachPort(p *vswitch.Port, ep stack.LinkEndpoint, opts Options) *PortLink {
+	opts.defaults()
+	l := &PortLink{sw: p.Switch(), port: p, ep: ep, d: newDrainer(ep, p, opts), opts: opts}
+	ep.Attach(&portDispatcher{sw: l.sw, port: p})
+	if !opts.Manual {
+		l.d.start()
+	}
+	return l
+}
+
+// Port returns the switch port.
+func (l *PortLink) Port() *vswitch.Port { return l.port }
+
+// Pump synchronously writes every frame waiting in the port's queues to the
+// endpoint and returns how many it took (Manual links).
+func (l *PortLink) Pump() int { return l.d.pump() }
+
+// Stats returns what the link handed to its endpoint.
+func (l *PortLink) Stats() LinkStats { return l.d.stats() }
+
+// Close detaches the endpoint (no more frames from it) and stops the
+// drainers. Frames still queued stay in the port's queues until the port is
+// removed. Idempotent.
+func (l *PortLink) Close() {
+	l.once.Do(func() {
+		l.ep.Attach(nil)
+		l.d.close()
+	})
+}
+
+// LowerLink attaches a link endpoint as the switch's lower.
+type LowerLink struct {
+	sw   *vswitch.Switch
+	ep   stack.LinkEndpoint
+	d    *drainer
+	once sync.Once
+	stop chan struct{}
+	wg   sync.WaitGroup
+	opts Options
+}
+
+var _ QueueDispatcher = (*lowerDispatcher)(nil)
+
+type lowerDispatcher struct{ sw *vswitch.Switch }
+
+// DeliverNetworkPacket implements stack.NetworkDispatcher. It borrows pkt.
+func (d *lowerDispatcher) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	d.sw.Receive(pkt, -1)
+}
+
+// DeliverQueuePacket implements QueueDispatcher. It borrows pkt.
+func (d *lowerDispatcher) DeliverQueuePacket(queue int, pkt *stack.PacketBuffer) {
+	d.sw.Receive(pkt, queue)
+}
+
+// DeliverLinkPacket implements stack.NetworkDispatcher.
+func (*lowerDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
+
+// AttachLower connects ep as the switch's uplink: frames ep receives enter
+// with Switch.Receive, frames for the wire are written to ep, and a goroutine
+// drains the broadcast queue. The link does not own ep.
+func AttachLower(sw *vswitch.Switch, ep stack.LinkEndpoint, opts Options) *LowerLink {
+	opts.defaults()
+	l := &LowerLink{sw: sw, ep: ep, d: newDrainer(ep, sw.Lower(), opts), stop: make(chan struct{}), opts: opts}
+	ep.Attach(&lowerDispatcher{sw: sw})
+	if !opts.Manual {
+		l.d.start()
+		l.wg.Add(1)
+		go l.broadcastLoop()
+	}
+	return l
+}
+
+// broadcastLoop drains the broadcast queue (the kernel's bc work item).
+func (l *LowerLink) broadcastLoop() {
+	defer l.wg.Done()
+	for {
+		for l.sw.DrainBroadcast(l.opts.Batch) > 0 {
+		}
+		select {
+		case <-l.sw.BroadcastReady():
+		case <-l.stop:
+			return
+		}
+	}
+}
+
+// Pump synchronously writes every frame queued for the wire to the endpoint
+// and returns how many it took. It does not drain the broadcast queue
+// (call Switch.DrainBroadcast).
+func (l *LowerLink) Pump() int { return l.d.pump() }
+
+// Stats returns what the link handed to its endpoint.
+func (l *LowerLink) Stats() LinkStats { return l.d.stats() }
+
+// Close detaches the endpoint and stops the goroutines. Idempotent.
+func (l *LowerLink) Close() {
+	l.once.Do(func() {
+		l.ep.Attach(nil)
+		close(l.stop)
+		l.wg.Wait()
+		l.d.close()
+	})
+}

@@ -1,0 +1,139 @@
+package vswitch
+
+import "sync/atomic"
+
+// DropReason names why a frame, or one copy of it, was not delivered. Every
+// frame the switch accepts is delivered or counted under exactly one reason.
+type DropReason int
+
+// Drop reasons. The String names are stable: they appear in the API, the CLI
+// and the metrics.
+const (
+	DropMalformed      DropReason = iota // shorter than an Ethernet header
+	DropLowerDown                        // the lower is down or has no carrier
+	DropPortDown                         // sent by, or addressed only to, an admin-down port
+	DropNoPort                           // wire unicast for no port (the kernel passes it to the lower's own stack)
+	DropNoMember                         // flood that no port may receive (mode, filter, cutoff)
+	DropPause                            // MAC control (0x8808) frames are never flooded
+	DropBroadcastQueue                   // the broadcast queue was full (counted on the lower, as rx_dropped)
+	DropQueueFull                        // the receiving port's queue was full
+	DropNoQueue                          // the receiving port has no attached queue
+	DropMTU                              // above the receiver's MTU on a bridge flood, or the lower's on bridge unicast
+	DropDefragTimeout                    // fragment of a datagram never completed
+	DropDefragOverflow                   // too many datagrams or bytes under reassembly
+	DropDefragInvalid                    // overlapping, oversized or inconsistent fragment
+	DropRemoved                          // queued for a port that was removed meanwhile
+	NumDropReasons
+)
+
+var dropNames = [NumDropReasons]string{
+	DropMalformed:      "malformed",
+	DropLowerDown:      "lower_down",
+	DropPortDown:       "port_down",
+	DropNoPort:         "no_port",
+	DropNoMember:       "no_member",
+	DropPause:          "pause",
+	DropBroadcastQueue: "broadcast_queue_full",
+	DropQueueFull:      "queue_full",
+	DropNoQueue:        "no_queue",
+	DropMTU:            "mtu",
+	DropDefragTimeout:  "defrag_timeout",
+	DropDefragOverflow: "defrag_overflow",
+	DropDefragInvalid:  "defrag_invalid",
+	DropRemoved:        "removed",
+}
+
+// String returns the reason's stable name.
+func (r DropReason) String() string {
+	if r >= 0 && r < NumDropReasons {
+		return dropNames[r]
+	}
+	return "unknown"
+}
+
+// dropCounters is one counter per reason.
+type dropCounters [NumDropReasons]atomic.Uint64
+
+func (d *dropCounters) snapshot() map[string]uint64 {
+	m := make(map[string]uint64, NumDropReasons)
+	for i := range d {
+		m[DropReason(i).String()] = d[i].Load()
+	}
+	return m
+}
+
+func (d *dropCounters) total() uint64 {
+	var t uint64
+	for i := range d {
+		t += d[i].Load()
+	}
+	return t
+}
+
+// portCounters are a port's kernel-style counters (macvlan_count_rx,
+// macvlan_start_xmit) plus a counter per drop reason on each side.
+type portCounters struct {
+	rxPackets atomic.Uint64
+	rxBytes   atomic.Uint64
+	multicast atomic.Uint64
+	rxErrors  atomic.Uint64
+	txPackets atomic.Uint64
+	txBytes   atomic.Uint64
+	rxDrops   dropCounters
+	txDrops   dropCounters
+}
+
+// PortStats is a snapshot of a port's counters. Rx counts frames the switch
+// handed to the port's queues, Tx frames the port sent into the switch.
+// RxDropped is RxErrors plus every other receive-side drop, as the kernel
+// reports rx_dropped.
+type PortStats struct {
+	RxPackets uint64            `json:"rx_packets"`
+	RxBytes   uint64            `json:"rx_bytes"`
+	Multicast uint64            `json:"multicast"`
+	RxErrors  uint64            `json:"rx_errors"`
+	RxDropped uint64            `json:"rx_dropped"`
+	TxPackets uint64            `json:"tx_packets"`
+	TxBytes   uint64            `json:"tx_bytes"`
+	TxDropped uint64            `json:"tx_dropped"`
+	RxDrops   map[string]uint64 `json:"rx_drops"`
+	TxDrops   map[string]uint64 `json:"tx_drops"`
+	Queues    []QueueStats      `json:"queues"`
+}
+
+func (c *portCounters) snapshot() PortStats {
+	return PortStats{
+		RxPackets: c.rxPackets.Load(),
+		RxBytes:   c.rxBytes.Load(),
+		Multicast: c.multicast.Load(),
+		RxErrors:  c.rxErrors.Load(),
+		RxDropped: c.rxDrops.total(),
+		TxPackets: c.txPackets.Load(),
+		TxBytes:   c.txBytes.Load(),
+		TxDropped: c.txDrops.total(),
+		RxDrops:   c.rxDrops.snapshot(),
+		TxDrops:   c.txDrops.snapshot(),
+	}
+}
+
+// SwitchStats counts frames at ingress, from the lower and from ports.
+// Invariant (tested): Accepted == Forwarded + Merged + Pending + sum(Drops).
+// Forwarded frames were handed to at least one destination; each copy is
+// then counted on its receiver (rx counters or a receive drop).
+type SwitchStats struct {
+	Accepted    uint64            `json:"accepted"`
+	Forwarded   uint64            `json:"forwarded"`
+	Merged      uint64            `json:"defrag_merged"`      // fragments consumed by a completed reassembly
+	Pending     uint64            `json:"defrag_pending"`     // fragments waiting for the rest of their datagram
+	Reassembled uint64            `json:"defrag_reassembled"` // datagrams produced (also counted in Accepted)
+	Drops       map[string]uint64 `json:"drops"`
+	Broadcast   BroadcastStats    `json:"broadcast"`
+}
+
+// BroadcastStats describes the broadcast queue.
+type BroadcastStats struct {
+	Len      int    `json:"len"`      // frames queued now
+	Cap      int    `json:"cap"`      // max of the ports' requests
+	Enqueued uint64 `json:"enqueued"` // frames ever queued
+	Dropped  uint64 `json:"dropped"`  // queue full
+}
