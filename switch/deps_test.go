@@ -1,0 +1,31 @@
+package vswitch
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestImports enforces the architecture: the core touches no OS facility and
+// none of our other packages (STYLE.md §1, Tailscale's deptest idea).
+func TestImports(t *testing.T) {
+	out, err := exec.Command("go", "list", "-json", ".").Output()
+	if err != nil {
+		t.Skipf("go list unavailable: %v", err)
+	}
+	var pkg struct{ Imports []string }
+	if err := json.Unmarshal(out, &pkg); err != nil {
+		t.Fatal(err)
+	}
+	for _, imp := range pkg.Imports {
+		switch {
+		case imp == "os", imp == "syscall", imp == "net", imp == "os/exec", imp == "unsafe",
+			strings.HasPrefix(imp, "golang.org/x/sys"),
+			strings.HasPrefix(imp, "github.com/macvsw/macvsw/"),
+			strings.HasPrefix(imp, "gvisor.dev/gvisor/pkg/tcpip/link/"),
+			strings.HasPrefix(imp, "gvisor.dev/gvisor/pkg/rawfile"):
+			t.Errorf("package vswitch imports %s; the core must stay OS-free", imp)
+		}
+	}
+}

@@ -1,0 +1,153 @@
+package vswitch
+
+import (
+	"errors"
+	"testing"
+
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+func TestSelectQueue(t *testing.T) {
+	for _, tc := range []struct {
+		n       int
+		hash    uint32
+		rxQueue int
+		want    int
+	}{
+		{1, 12345, 3, 0},
+		{4, 7, 3, 3},
+		{4, 8, 1, 0},
+		{4, 0, 6, 2}, // no hash: recorded rx queue folded into range
+		{4, 0, -1, 0},
+		{0, 5, 5, 0},
+	} {
+		if got := selectQueue(tc.n, tc.hash, tc.rxQueue); got != tc.want {
+			t.Errorf("selectQueue(%d, %d, %d) = %d, want %d", tc.n, tc.hash, tc.rxQueue, got, tc.want)
+		}
+	}
+}
+
+// Spec case 45: every flow stays on one queue, and flows spread over queues.
+func TestFlowsStayOnOneQueue(t *testing.T) {
+	s := newSwitch(t, Options{})
+	p := addPort(t, s, PortConfig{Name: "t", MAC: macA, Queues: 4})
+	where := map[uint16]int{}
+	for round := 0; round < 2; round++ {
+		for flow := uint16(0); flow < 40; flow++ {
+			send(s, nil, udp4(macA, macE, 1000+flow, 53, 100))
+			got := drain(p)
+			q := -1
+			for i, n := range got {
+				if n == 1 {
+					q = i
+				}
+			}
+			if sum(got) != 1 || q < 0 {
+				t.Fatalf("flow %d: queues got %v", flow, got)
+			}
+			if prev, ok := where[flow]; ok && prev != q {
+				t.Errorf("flow %d moved from queue %d to %d", flow, prev, q)
+			}
+			where[flow] = q
+		}
+	}
+	per := make([]int, 4)
+	for _, q := range where {
+		per[q]++
+	}
+	for i, n := range per {
+		if n == 0 {
+			t.Errorf("queue %d got no flow of 40: %v", i, per)
+		}
+	}
+}
+
+// Spec case 46: a full queue drops, counts rx_errors, and keeps what fits.
+func TestQueueFull(t *testing.T) {
+	s := newSwitch(t, Options{})
+	p := addPort(t, s, PortConfig{Name: "t", MAC: macA, QueueLen: 4})
+	for i := 0; i < 10; i++ {
+		send(s, nil, ethFrame(macA, macE, 0x88b5, 60))
+	}
+	st := p.Stats()
+	if st.RxPackets != 4 || st.RxErrors != 6 || st.RxDrops["queue_full"] != 6 || st.Queues[0].Dropped != 6 {
+		t.Errorf("rx_packets %d rx_errors %d queue_full %d q.dropped %d; want 4 6 6 6",
+			st.RxPackets, st.RxErrors, st.RxDrops["queue_full"], st.Queues[0].Dropped)
+	}
+	if n := sum(drain(p)); n != 4 {
+		t.Errorf("%d frames readable, want 4", n)
+	}
+	checkInvariant(t, s)
+}
+
+// Spec case 47: detach and attach queues.
+func TestDetachAttach(t *testing.T) {
+	s := newSwitch(t, Options{})
+	p := addPort(t, s, PortConfig{Name: "t", MAC: macA, Queues: 3})
+	must(t, s.DetachQueue(p, 0))
+	if err := s.DetachQueue(p, 0); !errors.Is(err, ErrInvalid) {
+		t.Errorf("second detach = %v, want ErrInvalid", err)
+	}
+	for flow := uint16(0); flow < 30; flow++ {
+		send(s, nil, udp4(macA, macE, flow, 9, 80))
+	}
+	if got := drain(p); got[0] != 0 || got[1]+got[2] != 30 {
+		t.Errorf("with q0 detached: %v", got)
+	}
+	must(t, s.AttachQueue(p, 0))
+	if err := s.AttachQueue(p, 0); !errors.Is(err, ErrInvalid) {
+		t.Errorf("second attach = %v, want ErrInvalid", err)
+	}
+	for flow := uint16(0); flow < 30; flow++ {
+		send(s, nil, udp4(macA, macE, flow, 9, 80))
+	}
+	if got := drain(p); got[0] == 0 {
+		t.Errorf("re-attached q0 got nothing: %v", got)
+	}
+	for i := 0; i < 3; i++ {
+		must(t, s.DetachQueue(p, i))
+	}
+	send(s, nil, ethFrame(macA, macE, 0x88b5, 60))
+	if st := p.Stats(); st.RxDrops["no_queue"] != 1 {
+		t.Errorf("no attached queue: drops %v", st.RxDrops)
+	}
+	checkInvariant(t, s)
+}
+
+// A removed port's queued frames are released and counted.
+func TestRemoveReleasesQueued(t *testing.T) {
+	s := newSwitch(t, Options{})
+	p := addPort(t, s, PortConfig{Name: "a", MAC: macA})
+	send(s, nil, ethFrame(macA, macE, 0x88b5, 60))
+	must(t, s.RemovePort(p))
+	if !p.Queue(0).Closed() || p.Queue(0).Len() != 0 {
+		t.Error("queue not closed and emptied")
+	}
+	if st := p.Stats(); st.RxDrops["removed"] != 1 {
+		t.Errorf("removed drops %v", st.RxDrops)
+	}
+}
+
+// The unicast path allocates nothing per frame, in both directions.
+func TestUnicastNoAlloc(t *testing.T) {
+	s := newSwitch(t, Options{})
+	a := addPort(t, s, PortConfig{Name: "a", MAC: macA, Mode: ModeBridge})
+	b := addPort(t, s, PortConfig{Name: "b", MAC: macB, Mode: ModeBridge})
+	toB := pktOf(udp4(macB, macA, 1, 2, 1500))
+	fromWire := pktOf(udp4(macA, macE, 1, 2, 1500))
+	toWire := pktOf(udp4(macE, macA, 1, 2, 1500))
+	defer toB.DecRef()
+	defer fromWire.DecRef()
+	defer toWire.DecRef()
+	var list stack.PacketBufferList
+	for name, fn := range map[string]func(){
+		"bridge to bridge": func() { s.Transmit(a, toB, -1); b.Queue(0).Dequeue(&list, 1); list.Reset() },
+		"wire to port":     func() { s.Receive(fromWire, 0); a.Queue(0).Dequeue(&list, 1); list.Reset() },
+		"port to wire":     func() { s.Transmit(a, toWire, 0); s.Lower().Queue(0).Dequeue(&list, 1); list.Reset() },
+	} {
+		fn() // warm the rings
+		if n := testing.AllocsPerRun(1000, fn); n != 0 {
+			t.Errorf("%s: %v allocations per frame, want 0", name, n)
+		}
+	}
+}
