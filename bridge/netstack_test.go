@@ -26,11 +26,11 @@ import (
 // that either reflects every frame back (an external switch with hairpin on)
 // or swallows it, with netstacks on ports.
 //
-//	 stack 10.0.0.1   stack 10.0.0.2   ...
-//	      |                |
-//	 [          macvsw           ]
-//	              | lower
-//	   reflector (hairpin on/off)
+//	stack 10.0.0.1   stack 10.0.0.2   ...
+//	     |                |
+//	[          macvsw           ]
+//	             | lower
+//	  reflector (hairpin on/off)
 type netLab struct {
 	t       *testing.T
 	sw      *vswitch.Switch
