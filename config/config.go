@@ -1,0 +1,259 @@
+package config
+
+import (
+	"log/slog"
+	"net/netip"
+	"runtime"
+
+	vswitch "github.com/macvsw/macvsw/switch"
+)
+
+// Defaults and limits. Every default the loader applies is one of these
+// constants, applied by [Defaults] and [DefaultPort] and nowhere else.
+const (
+	// MaxLowerQueues bounds lower.queues: one AF_PACKET fanout member per
+	// queue, and more than 16 only adds contention on the ring locks.
+	MaxLowerQueues = 16
+
+	// MinMTU is the smallest MTU an Ethernet port may have: the IPv4
+	// minimum (RFC 791), and the kernel's ETH_MIN_MTU.
+	MinMTU = 68
+	// MaxMTU is the largest MTU we accept: ETH_MAX_MTU, an IP datagram's
+	// 16-bit total length.
+	MaxMTU = 65535
+
+	// DefaultBroadcastQueueLen is the broadcast queue length a port requests
+	// when it does not say (MACVLAN_DEFAULT_BC_QUEUE_LEN in macvlan.c).
+	DefaultBroadcastQueueLen = 1000
+	// MaxBroadcastQueueLen bounds broadcast.queue_len and ports[].bcqueuelen
+	// so a typo cannot pin gigabytes of cloned frames.
+	MaxBroadcastQueueLen = 100000
+	// DefaultBroadcastCutoff is the kernel's default bc_cutoff: a multicast
+	// group with a single subscribing port is delivered inline.
+	DefaultBroadcastCutoff = 1
+
+	// DefaultControlSocket is where the control API listens.
+	DefaultControlSocket = "/run/macvsw/macvsw.sock"
+	// maxSocketPath is sizeof(sockaddr_un.sun_path) minus the NUL.
+	maxSocketPath = 107
+
+	// DefaultPortQueues is one queue per port: enough unless the guest
+	// behind a tap runs multi-queue virtio-net.
+	DefaultPortQueues = 1
+	// MaxPortQueues is MAX_TAP_QUEUES in include/linux/if_tap.h.
+	MaxPortQueues = 256
+	// DefaultPortQueueLen is the per-queue bound in frames, the same order
+	// as a macvtap ring (TUN_READQ_SIZE 500) and a txqueuelen (1000).
+	DefaultPortQueueLen = 1000
+	// MaxPortQueueLen bounds ports[].queue_len.
+	MaxPortQueueLen = 65536
+
+	// MaxIfnameLen is IFNAMSIZ (16) minus the NUL.
+	MaxIfnameLen = 15
+)
+
+// DefaultMode is the mode of a port that does not name one: VEPA, as in the
+// kernel and ip-link(8).
+const DefaultMode = vswitch.DefaultMode
+
+// Config is a loaded, validated macvsw configuration. The zero value is not
+// useful; start from [Defaults] or call [Load] or [Parse].
+//
+// A Config is a plain value: it is not safe for concurrent mutation, and the
+// loader keeps no reference to it.
+type Config struct {
+	Lower     Lower
+	Broadcast Broadcast
+	Control   Control
+	Metrics   Metrics
+	Log       Log
+	Ports     []Port
+
+	// src remembers where each field came from, for error messages from
+	// Validate and CheckHost. Nil for a Config built in code.
+	src *source
+}
+
+// Lower is the NIC the ports sit on (key "lower").
+type Lower struct {
+	Interface   string // required
+	Queues      int    // 0: one per CPU, at most MaxLowerQueues; see NumQueues
+	Promiscuous bool   // put the NIC in promiscuous mode; default true
+	MTU         int    // 0: follow the interface
+}
+
+// NumQueues returns the number of lower queues to open: Queues, or one per
+// CPU (at most MaxLowerQueues) when Queues is 0.
+func (l Lower) NumQueues() int {
+	if l.Queues > 0 {
+		return l.Queues
+	}
+	return min(runtime.NumCPU(), MaxLowerQueues)
+}
+
+// Broadcast configures the shared broadcast queue (key "broadcast"; the
+// kernel's bcqueuelen and bc_cutoff).
+type Broadcast struct {
+	// QueueLen is the lower's own request for the queue length; the switch
+	// uses the largest request (see Config.BroadcastQueueLen).
+	QueueLen int
+	// Cutoff: a multicast group goes through the queue when more than
+	// Cutoff ports subscribe to it; negative delivers every flood inline.
+	Cutoff int
+}
+
+// Control is the local control API (key "control").
+type Control struct {
+	Socket string // absolute path of the unix socket
+	Group  string // group allowed to connect; "" means root only
+}
+
+// Metrics is the optional Prometheus endpoint (key "metrics").
+type Metrics struct {
+	Listen string // host:port; "" disables the endpoint
+}
+
+// LogFormat is the log output format.
+type LogFormat string
+
+// The log formats.
+const (
+	LogText LogFormat = "text" // slog.TextHandler
+	LogJSON LogFormat = "json" // slog.JSONHandler
+)
+
+// Log configures logging (key "log").
+type Log struct {
+	Format LogFormat
+	Level  slog.Level // one of slog.LevelDebug, Info, Warn, Error
+}
+
+// Port is one switch port (an element of "ports"). Exactly one of Tap and
+// AFPacket is set.
+type Port struct {
+	Name string
+	Mode vswitch.Mode
+	// MAC is the port's address. Zero only for a passthru port, which
+	// takes the lower's MAC. When the file gives none, the loader picks a
+	// random locally administered unicast address.
+	MAC          vswitch.MAC
+	MTU          int  // 0: the lower's MTU
+	Queues       int  // 1..MaxPortQueues
+	QueueLen     int  // frames per queue, 1..MaxPortQueueLen
+	AllMulticast bool // receive every multicast group
+	// Multicast lists the groups received when AllMulticast is false.
+	Multicast  []vswitch.MAC
+	SourceMACs []vswitch.MAC // source mode: remotes whose frames are copied here
+	NoDst      bool          // source mode: matching frames get no normal delivery
+	NoPromisc  bool          // passthru: do not make the lower promiscuous
+	BCQueueLen int           // this port's broadcast queue length request
+
+	Tap      *TapPort
+	AFPacket *AFPacketPort
+}
+
+// TapPort is a tap device moved into a network namespace.
+type TapPort struct {
+	Netns     string         // path of a named netns, e.g. /var/run/netns/NAME
+	Ifname    string         // name inside the netns; default: the port name
+	Addresses []netip.Prefix // addresses assigned to it, e.g. 10.0.0.2/24
+	Offloads  bool           // virtio-net header offloads (IFF_VNET_HDR)
+}
+
+// AFPacketPort is an existing interface attached with an AF_PACKET socket.
+type AFPacketPort struct {
+	Interface string
+}
+
+// Defaults returns the configuration an empty file would give, except that
+// Lower.Interface, which has no default, is empty, and there are no ports.
+func Defaults() *Config {
+	return &Config{
+		Lower: Lower{
+			Queues:      0,
+			Promiscuous: true,
+			MTU:         0,
+		},
+		Broadcast: Broadcast{
+			QueueLen: DefaultBroadcastQueueLen,
+			Cutoff:   DefaultBroadcastCutoff,
+		},
+		Control: Control{Socket: DefaultControlSocket},
+		Log:     Log{Format: LogText, Level: slog.LevelInfo},
+	}
+}
+
+// DefaultPort returns a port with every default applied and nothing else:
+// no name, no MAC (the loader generates one) and no port kind.
+func DefaultPort() Port {
+	return Port{
+		Mode:         DefaultMode,
+		Queues:       DefaultPortQueues,
+		QueueLen:     DefaultPortQueueLen,
+		AllMulticast: true,
+		BCQueueLen:   DefaultBroadcastQueueLen,
+	}
+}
+
+// defaultTap returns a tap port's defaults; Ifname is filled with the port
+// name by the loader when the file gives none.
+func defaultTap() TapPort { return TapPort{Offloads: true} }
+
+// BroadcastQueueLen returns the broadcast queue length the switch uses: the
+// largest of Broadcast.QueueLen and every port's BCQueueLen, as the kernel's
+// bc_queue_len_used is the maximum of all requests.
+func (c *Config) BroadcastQueueLen() int {
+	n := c.Broadcast.QueueLen
+	for i := range c.Ports {
+		n = max(n, c.Ports[i].BCQueueLen)
+	}
+	return n
+}
+
+// Port returns the port named name, or nil.
+func (c *Config) Port(name string) *Port {
+	for i := range c.Ports {
+		if c.Ports[i].Name == name {
+			return &c.Ports[i]
+		}
+	}
+	return nil
+}
+
+// Log levels and formats: one function pair each maps names to values.
+
+func parseLogFormat(s string) (LogFormat, bool) {
+	switch f := LogFormat(s); f {
+	case LogText, LogJSON:
+		return f, true
+	}
+	return "", false
+}
+
+func parseLogLevel(s string) (slog.Level, bool) {
+	switch s {
+	case "debug":
+		return slog.LevelDebug, true
+	case "info":
+		return slog.LevelInfo, true
+	case "warn":
+		return slog.LevelWarn, true
+	case "error":
+		return slog.LevelError, true
+	}
+	return 0, false
+}
+
+func logLevelString(l slog.Level) (string, bool) {
+	switch l {
+	case slog.LevelDebug:
+		return "debug", true
+	case slog.LevelInfo:
+		return "info", true
+	case slog.LevelWarn:
+		return "warn", true
+	case slog.LevelError:
+		return "error", true
+	}
+	return "", false
+}

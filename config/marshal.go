@@ -1,0 +1,140 @@
+package config
+
+import (
+	"bytes"
+	"fmt"
+
+	"gopkg.in/yaml.v3"
+
+	vswitch "github.com/macvsw/macvsw/switch"
+)
+
+// The file's shape, for Marshal only: decoding walks yaml.Node itself to
+// keep positions. Every value is written, defaults included, so the output
+// documents the running configuration and does not depend on the defaults
+// of the binary that reads it back.
+type (
+	fileConfig struct {
+		Lower     fileLower     `yaml:"lower"`
+		Broadcast fileBroadcast `yaml:"broadcast"`
+		Control   fileControl   `yaml:"control"`
+		Metrics   fileMetrics   `yaml:"metrics,omitempty"`
+		Log       fileLog       `yaml:"log"`
+		Ports     []filePort    `yaml:"ports,omitempty"`
+	}
+	fileLower struct {
+		Interface   string `yaml:"interface"`
+		Queues      int    `yaml:"queues"`
+		Promiscuous bool   `yaml:"promiscuous"`
+		MTU         int    `yaml:"mtu"`
+	}
+	fileBroadcast struct {
+		QueueLen int `yaml:"queue_len"`
+		Cutoff   int `yaml:"cutoff"`
+	}
+	fileControl struct {
+		Socket string `yaml:"socket"`
+		Group  string `yaml:"group,omitempty"`
+	}
+	fileMetrics struct {
+		Listen string `yaml:"listen,omitempty"`
+	}
+	fileLog struct {
+		Format string `yaml:"format"`
+		Level  string `yaml:"level"`
+	}
+	filePort struct {
+		Name         string        `yaml:"name"`
+		Mode         string        `yaml:"mode"`
+		MAC          string        `yaml:"mac,omitempty"`
+		MTU          int           `yaml:"mtu"`
+		Queues       int           `yaml:"queues"`
+		QueueLen     int           `yaml:"queue_len"`
+		AllMulticast bool          `yaml:"allmulticast"`
+		Multicast    []string      `yaml:"multicast,omitempty"`
+		SourceMACs   []string      `yaml:"source_macs,omitempty"`
+		NoDst        bool          `yaml:"nodst,omitempty"`
+		NoPromisc    bool          `yaml:"nopromisc,omitempty"`
+		BCQueueLen   int           `yaml:"bcqueuelen"`
+		Tap          *fileTap      `yaml:"tap,omitempty"`
+		AFPacket     *fileAFPacket `yaml:"afpacket,omitempty"`
+	}
+	fileTap struct {
+		Netns     string   `yaml:"netns"`
+		Ifname    string   `yaml:"ifname"`
+		Addresses []string `yaml:"addresses,omitempty"`
+		Offloads  bool     `yaml:"offloads"`
+	}
+	fileAFPacket struct {
+		Interface string `yaml:"interface"`
+	}
+)
+
+// Marshal returns c as YAML that Parse turns back into an equal Config:
+// every value explicit, generated MACs included (for the API's running
+// config). It fails only for values no file could hold, such as an unknown
+// Mode or log level; it does not otherwise validate.
+func (c *Config) Marshal() ([]byte, error) {
+	level, ok := logLevelString(c.Log.Level)
+	if !ok {
+		return nil, fmt.Errorf("marshal config: log.level: unsupported level %v", c.Log.Level)
+	}
+	f := fileConfig{
+		Lower:     fileLower(c.Lower),
+		Broadcast: fileBroadcast(c.Broadcast),
+		Control:   fileControl(c.Control),
+		Metrics:   fileMetrics(c.Metrics),
+		Log:       fileLog{Format: string(c.Log.Format), Level: level},
+	}
+	for i, p := range c.Ports {
+		mode, err := p.Mode.MarshalText()
+		if err != nil {
+			return nil, fmt.Errorf("marshal config: ports[%d].mode: %w", i, err)
+		}
+		fp := filePort{
+			Name:         p.Name,
+			Mode:         string(mode),
+			MTU:          p.MTU,
+			Queues:       p.Queues,
+			QueueLen:     p.QueueLen,
+			AllMulticast: p.AllMulticast,
+			Multicast:    macStrings(p.Multicast),
+			SourceMACs:   macStrings(p.SourceMACs),
+			NoDst:        p.NoDst,
+			NoPromisc:    p.NoPromisc,
+			BCQueueLen:   p.BCQueueLen,
+		}
+		if !p.MAC.IsZero() {
+			fp.MAC = p.MAC.String()
+		}
+		if t := p.Tap; t != nil {
+			ft := &fileTap{Netns: t.Netns, Ifname: t.Ifname, Offloads: t.Offloads}
+			for _, a := range t.Addresses {
+				ft.Addresses = append(ft.Addresses, a.String())
+			}
+			fp.Tap = ft
+		}
+		if a := p.AFPacket; a != nil {
+			fp.AFPacket = &fileAFPacket{Interface: a.Interface}
+		}
+		f.Ports = append(f.Ports, fp)
+	}
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(&f); err != nil {
+		return nil, fmt.Errorf("marshal config: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("marshal config: %w", err)
+	}
+	return b.Bytes(), nil
+}
+
+func macStrings(macs []vswitch.MAC) []string {
+	var s []string
+	for _, m := range macs {
+		s = append(s, m.String())
+	}
+	return s
+}

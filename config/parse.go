@@ -1,0 +1,619 @@
+package config
+
+import (
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	vswitch "github.com/macvsw/macvsw/switch"
+)
+
+// Load reads, decodes and validates the configuration file at path. Errors
+// name path, as [Parse] does. Load does not look at the host: call
+// [Config.CheckHost] for that.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config %s: %w", path, err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates a YAML configuration; name is used only in
+// error messages. It starts from [Defaults], decodes every port onto
+// [DefaultPort], gives every port without a mac (except passthru) a random
+// locally administered unicast MAC, and runs [Config.Validate].
+//
+// On failure the error joins one [*FieldError] per problem found, in file
+// order; each wraps one of the Err* classes.
+func Parse(name string, data []byte) (*Config, error) {
+	return parse(name, data, rand.Reader)
+}
+
+func parse(name string, data []byte, random io.Reader) (*Config, error) {
+	src := newSource(name)
+	var doc yaml.Node
+	if err := unmarshalOne(data, &doc); err != nil {
+		return nil, syntaxError(src, err)
+	}
+	c := Defaults()
+	c.src = src
+	d := &decoder{
+		src:      src,
+		reported: map[string]bool{},
+		budget:   decodeBudgetFloor + decodeBudgetPerByte*len(data),
+	}
+	if len(doc.Content) > 0 {
+		root := doc.Content[0]
+		src.pos[""] = position{root.Line, root.Column}
+		d.config(root, c)
+	}
+	if err := c.assignMACs(random); err != nil {
+		return nil, err
+	}
+	errs := d.errs
+	for _, fe := range c.validate() {
+		if !d.reportedUnder(fe.Field) {
+			errs = append(errs, fe)
+		}
+	}
+	if err := joinErrors(errs); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// unmarshalOne decodes exactly one YAML document into doc. yaml.v3 turns
+// its internal failures into errors, but we recover anyway: bytes from a
+// file must never crash the switch.
+func unmarshalOne(data []byte, doc *yaml.Node) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("yaml: %v", r)
+		}
+	}()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(doc); err != nil {
+		if err == io.EOF { // empty file: an empty document
+			*doc = yaml.Node{}
+			return nil
+		}
+		return err
+	}
+	var extra yaml.Node
+	switch err := dec.Decode(&extra); {
+	case err == io.EOF:
+		return nil
+	case err != nil:
+		return err
+	}
+	return fmt.Errorf("yaml: line %d: more than one document", extra.Line)
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// parserProblems are the messages of yaml.v3's parser (parserc.go), as
+// opposed to its scanner. For these, yaml.v3 v3.0.1 prints the 0-based line
+// of the mark (decode.go parser.fail adds 1 for scanner errors only) and
+// omits "line 0"; syntaxError turns them into 1-based lines.
+var parserProblems = map[string]bool{
+	"did not find expected ',' or ']'":       true,
+	"did not find expected ',' or '}'":       true,
+	"did not find expected '-' indicator":    true,
+	"did not find expected <document start>": true,
+	"did not find expected <stream-start>":   true,
+	"did not find expected key":              true,
+	"did not find expected node content":     true,
+	"found duplicate %TAG directive":         true,
+	"found duplicate %YAML directive":        true,
+	"found incompatible YAML document":       true,
+	"found undefined tag handle":             true,
+}
+
+// syntaxError turns a yaml.v3 parse error ("yaml: line 3: did not find
+// expected key") into a located FieldError of class ErrSyntax.
+func syntaxError(src *source, err error) error {
+	msg := err.Error()
+	fe := &FieldError{File: src.file}
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		fe.Line, _ = strconv.Atoi(m[1])
+		msg = m[2]
+	} else {
+		msg = strings.TrimPrefix(msg, "yaml: ")
+	}
+	if parserProblems[msg] {
+		fe.Line++
+	}
+	fe.Err = classWrap(ErrSyntax, err, "syntax error: %s", msg)
+	return fe
+}
+
+// assignMACs gives every port that has no MAC and is not passthru a random
+// locally administered unicast address distinct from every other port's.
+// It only touches ports whose file entry has no mac key, so a malformed mac
+// is reported rather than silently replaced.
+func (c *Config) assignMACs(random io.Reader) error {
+	used := make(map[vswitch.MAC]bool, len(c.Ports))
+	for i := range c.Ports {
+		used[c.Ports[i].MAC] = true
+	}
+	for i := range c.Ports {
+		p := &c.Ports[i]
+		if p.Mode == vswitch.ModePassthru || !p.MAC.IsZero() {
+			continue
+		}
+		if _, ok := c.src.pos[fmt.Sprintf("ports[%d].mac", i)]; ok {
+			continue
+		}
+		for {
+			m, err := randomMAC(random)
+			if err != nil {
+				return fmt.Errorf("%s: generate MAC for ports[%d]: %w", c.src.file, i, err)
+			}
+			if !used[m] {
+				used[m] = true
+				p.MAC = m
+				c.src.autoMAC[p.Name] = true
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// randomMAC returns a random unicast address with the locally administered
+// bit set, as the kernel's eth_random_addr does.
+func randomMAC(random io.Reader) (vswitch.MAC, error) {
+	var m vswitch.MAC
+	if _, err := io.ReadFull(random, m[:]); err != nil {
+		return m, err
+	}
+	m[0] = m[0]&^0x01 | 0x02 // clear I/G (multicast), set U/L (local)
+	return m, nil
+}
+
+// decoder walks the yaml.Node tree, filling a Config and collecting every
+// error with its position rather than stopping at the first.
+type decoder struct {
+	src      *source
+	errs     []*FieldError
+	reported map[string]bool // paths with a decode error
+	// budget bounds the values visited: aliases let a small file name the
+	// same list many times over (ports: [*p, *p, …] with p holding a long
+	// multicast list), as in the "billion laughs" attack.
+	budget int
+}
+
+// decodeBudget is how many values a file may expand to through aliases:
+// one per byte of input (without aliases every value costs at least two
+// bytes, "a,"), plus a floor for small files.
+const (
+	decodeBudgetPerByte = 1
+	decodeBudgetFloor   = 10000
+)
+
+// spend uses one unit of budget; once it is gone, it reports the file once
+// and decoding stops.
+func (d *decoder) spend(n *yaml.Node, path string) bool {
+	d.budget--
+	switch {
+	case d.budget > 0:
+		return true
+	case d.budget == 0:
+		d.failAt(n, path, classErrorf(ErrInvalidValue, "too many values after alias expansion"))
+		d.reported[""] = true // the rest of the config is incomplete: check nothing else
+	}
+	return false
+}
+
+func (d *decoder) failAt(n *yaml.Node, path string, err error) {
+	fe := &FieldError{File: d.src.file, Line: n.Line, Column: n.Column, Field: path, Err: err}
+	d.errs = append(d.errs, fe)
+	d.reported[path] = true
+}
+
+// fail reports err at path's recorded key position.
+func (d *decoder) fail(path string, err error) {
+	d.errs = append(d.errs, d.src.fieldError(path, err))
+	d.reported[path] = true
+}
+
+// reportedUnder reports whether a decode error was reported at path or at
+// a value enclosing it, which makes later checks of path redundant.
+func (d *decoder) reportedUnder(path string) bool {
+	for p := path; ; p = parentPath(p) {
+		if d.reported[p] {
+			return true
+		}
+		if p == "" {
+			return false
+		}
+	}
+}
+
+// field is one key of a mapping and how to decode its value at path.
+type field struct {
+	name   string
+	decode func(v *yaml.Node, path string)
+}
+
+// maxAliasDepth bounds alias chains; yaml.v3 rejects cycles, this only
+// guards against surprises.
+const maxAliasDepth = 64
+
+func resolve(n *yaml.Node) *yaml.Node {
+	for i := 0; i < maxAliasDepth && n.Kind == yaml.AliasNode && n.Alias != nil; i++ {
+		n = n.Alias
+	}
+	return n
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+// describe names a node's type for "want X, got Y" messages.
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		switch n.ShortTag() {
+		case "!!null":
+			return "null"
+		case "!!str":
+			return fmt.Sprintf("string %q", n.Value)
+		case "!!int":
+			return "integer " + n.Value
+		case "!!bool":
+			return "boolean " + n.Value
+		case "!!float":
+			return "number " + n.Value
+		}
+		return fmt.Sprintf("%s %q", n.ShortTag(), n.Value)
+	}
+	return "an alias"
+}
+
+func (d *decoder) wantErr(v *yaml.Node, path, want string) {
+	class := ErrInvalidValue
+	if isNull(v) {
+		class = ErrMissing
+	}
+	d.fail(path, classErrorf(class, "want %s, got %s", want, describe(v)))
+}
+
+// mapping decodes a mapping node with the given keys. Null (an empty value)
+// is an empty mapping. Unknown and repeated keys are errors.
+func (d *decoder) mapping(n *yaml.Node, path string, fields []field) {
+	n = resolve(n)
+	if isNull(n) {
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		d.wantErr(n, path, "a mapping")
+		return
+	}
+	seen := make(map[string]int, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := resolve(n.Content[i]), n.Content[i+1]
+		if !d.spend(k, path) {
+			return
+		}
+		if k.Kind != yaml.ScalarNode {
+			// Not added to d.reported: path's other keys are still checked.
+			d.errs = append(d.errs, &FieldError{File: d.src.file, Line: k.Line, Column: k.Column, Field: path,
+				Err: classErrorf(ErrInvalidValue, "want a key, got %s", describe(k))})
+			continue
+		}
+		kpath := joinPath(path, k.Value)
+		if line, dup := seen[k.Value]; dup {
+			d.failAt(k, kpath, classErrorf(ErrDuplicate, "key repeated (first at line %d)", line))
+			continue
+		}
+		seen[k.Value] = k.Line
+		j := fieldIndex(fields, k.Value)
+		if j < 0 {
+			d.failAt(k, kpath, classErrorf(ErrUnknownKey, "unknown key (want %s)", fieldNames(fields)))
+			continue
+		}
+		d.src.pos[kpath] = position{k.Line, k.Column}
+		fields[j].decode(v, kpath)
+	}
+}
+
+func fieldIndex(fields []field, name string) int {
+	for i, f := range fields {
+		if f.name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+func fieldNames(fields []field) string {
+	names := make([]string, len(fields))
+	for i, f := range fields {
+		names[i] = f.name
+	}
+	return orList(names)
+}
+
+// orList formats "a, b or c".
+func orList(s []string) string {
+	if len(s) <= 1 {
+		return strings.Join(s, "")
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
+}
+
+// sequence decodes each element of a list; null is an empty list.
+func (d *decoder) sequence(n *yaml.Node, path string, elem func(e *yaml.Node, path string)) {
+	n = resolve(n)
+	if isNull(n) {
+		return
+	}
+	if n.Kind != yaml.SequenceNode {
+		d.wantErr(n, path, "a list")
+		return
+	}
+	for i, e := range n.Content {
+		if !d.spend(e, path) {
+			return
+		}
+		epath := fmt.Sprintf("%s[%d]", path, i)
+		d.src.pos[epath] = position{e.Line, e.Column}
+		elem(resolve(e), epath)
+	}
+}
+
+// scalar returns the text of a string-like scalar, or reports an error.
+func (d *decoder) scalar(v *yaml.Node, path, want string) (string, bool) {
+	v = resolve(v)
+	if v.Kind == yaml.ScalarNode {
+		switch v.ShortTag() {
+		case "!!str", "!!int", "!!float", "!!bool", "!!timestamp":
+			return v.Value, true
+		}
+	}
+	d.wantErr(v, path, want)
+	return "", false
+}
+
+func (d *decoder) str(dst *string) func(*yaml.Node, string) {
+	return func(v *yaml.Node, path string) {
+		if s, ok := d.scalar(v, path, "a string"); ok {
+			*dst = s
+		}
+	}
+}
+
+func (d *decoder) integer(dst *int) func(*yaml.Node, string) {
+	return func(v *yaml.Node, path string) {
+		v = resolve(v)
+		if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" {
+			d.wantErr(v, path, "an integer")
+			return
+		}
+		var i int
+		if err := v.Decode(&i); err != nil {
+			d.fail(path, classErrorf(ErrInvalidValue, "integer %s out of range", v.Value))
+			return
+		}
+		*dst = i
+	}
+}
+
+func (d *decoder) boolean(dst *bool) func(*yaml.Node, string) {
+	return func(v *yaml.Node, path string) {
+		v = resolve(v)
+		if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!bool" {
+			d.wantErr(v, path, "true or false")
+			return
+		}
+		var b bool
+		if err := v.Decode(&b); err != nil {
+			d.fail(path, classErrorf(ErrInvalidValue, "want true or false, got %q", v.Value))
+			return
+		}
+		*dst = b
+	}
+}
+
+func (d *decoder) mac(v *yaml.Node, path string) (vswitch.MAC, bool) {
+	s, ok := d.scalar(v, path, "a MAC address")
+	if !ok {
+		return vswitch.MAC{}, false
+	}
+	m, err := vswitch.ParseMAC(s)
+	if err != nil {
+		d.fail(path, classWrap(ErrInvalidValue, err, "bad MAC address %q", s))
+		return vswitch.MAC{}, false
+	}
+	return m, true
+}
+
+// unicastMAC decodes a MAC that must be a valid unicast address (a port's
+// own MAC, a source-mode remote): the kernel's is_valid_ether_addr.
+func (d *decoder) unicastMAC(v *yaml.Node, path string) (vswitch.MAC, bool) {
+	m, ok := d.mac(v, path)
+	if ok && !m.IsValidUnicast() {
+		d.fail(path, errNotUnicast(m))
+		return vswitch.MAC{}, false
+	}
+	return m, ok
+}
+
+func errNotUnicast(m vswitch.MAC) error {
+	if m.IsZero() {
+		return classErrorf(ErrInvalidValue, "bad MAC address %s: all zeros (want a unicast address)", m)
+	}
+	return classErrorf(ErrInvalidValue, "bad MAC address %s: a group address (want unicast; the low bit of the first byte must be 0)", m)
+}
+
+func (d *decoder) macList(dst *[]vswitch.MAC, unicast bool) func(*yaml.Node, string) {
+	return func(v *yaml.Node, path string) {
+		d.sequence(v, path, func(e *yaml.Node, epath string) {
+			var m vswitch.MAC
+			var ok bool
+			if unicast {
+				m, ok = d.unicastMAC(e, epath)
+			} else {
+				m, ok = d.mac(e, epath)
+			}
+			if ok {
+				*dst = append(*dst, m)
+			}
+		})
+	}
+}
+
+func (d *decoder) config(root *yaml.Node, c *Config) {
+	d.mapping(root, "", []field{
+		{"lower", func(v *yaml.Node, p string) {
+			d.mapping(v, p, []field{
+				{"interface", d.str(&c.Lower.Interface)},
+				{"queues", d.integer(&c.Lower.Queues)},
+				{"promiscuous", d.boolean(&c.Lower.Promiscuous)},
+				{"mtu", d.integer(&c.Lower.MTU)},
+			})
+		}},
+		{"broadcast", func(v *yaml.Node, p string) {
+			d.mapping(v, p, []field{
+				{"queue_len", d.integer(&c.Broadcast.QueueLen)},
+				{"cutoff", d.integer(&c.Broadcast.Cutoff)},
+			})
+		}},
+		{"control", func(v *yaml.Node, p string) {
+			d.mapping(v, p, []field{
+				{"socket", d.str(&c.Control.Socket)},
+				{"group", d.str(&c.Control.Group)},
+			})
+		}},
+		{"metrics", func(v *yaml.Node, p string) {
+			d.mapping(v, p, []field{
+				{"listen", d.str(&c.Metrics.Listen)},
+			})
+		}},
+		{"log", func(v *yaml.Node, p string) {
+			d.mapping(v, p, []field{
+				{"format", func(v *yaml.Node, p string) {
+					s, ok := d.scalar(v, p, "text or json")
+					if !ok {
+						return
+					}
+					f, ok := parseLogFormat(s)
+					if !ok {
+						d.fail(p, errLogFormat(s))
+						return
+					}
+					c.Log.Format = f
+				}},
+				{"level", func(v *yaml.Node, p string) {
+					s, ok := d.scalar(v, p, "debug, info, warn or error")
+					if !ok {
+						return
+					}
+					l, ok := parseLogLevel(s)
+					if !ok {
+						d.fail(p, errLogLevel(s))
+						return
+					}
+					c.Log.Level = l
+				}},
+			})
+		}},
+		{"ports", func(v *yaml.Node, p string) {
+			d.sequence(v, p, func(e *yaml.Node, ep string) {
+				port := DefaultPort()
+				d.port(e, ep, &port)
+				c.Ports = append(c.Ports, port)
+			})
+		}},
+	})
+}
+
+func errLogFormat(s string) error {
+	return classErrorf(ErrInvalidValue, "unknown log format %q (want text or json)", s)
+}
+
+func errLogLevel(s string) error {
+	return classErrorf(ErrInvalidValue, "unknown log level %q (want debug, info, warn or error)", s)
+}
+
+func (d *decoder) port(n *yaml.Node, path string, p *Port) {
+	d.mapping(n, path, []field{
+		{"name", d.str(&p.Name)},
+		{"mode", func(v *yaml.Node, path string) {
+			s, ok := d.scalar(v, path, "a mode name")
+			if !ok {
+				return
+			}
+			m, err := vswitch.ParseMode(s)
+			if err != nil {
+				d.fail(path, classWrap(ErrInvalidValue, err, "%v", err))
+				return
+			}
+			p.Mode = m
+		}},
+		{"mac", func(v *yaml.Node, path string) {
+			if m, ok := d.unicastMAC(v, path); ok {
+				p.MAC = m
+			}
+		}},
+		{"mtu", d.integer(&p.MTU)},
+		{"queues", d.integer(&p.Queues)},
+		{"queue_len", d.integer(&p.QueueLen)},
+		{"allmulticast", d.boolean(&p.AllMulticast)},
+		{"multicast", d.macList(&p.Multicast, false)},
+		{"source_macs", d.macList(&p.SourceMACs, true)},
+		{"nodst", d.boolean(&p.NoDst)},
+		{"nopromisc", d.boolean(&p.NoPromisc)},
+		{"bcqueuelen", d.integer(&p.BCQueueLen)},
+		{"tap", func(v *yaml.Node, path string) {
+			t := defaultTap()
+			d.mapping(v, path, []field{
+				{"netns", d.str(&t.Netns)},
+				{"ifname", d.str(&t.Ifname)},
+				{"addresses", func(v *yaml.Node, path string) {
+					d.sequence(v, path, func(e *yaml.Node, epath string) {
+						s, ok := d.scalar(e, epath, "an address/prefix-length")
+						if !ok {
+							return
+						}
+						a, err := netip.ParsePrefix(s)
+						if err != nil {
+							d.fail(epath, classWrap(ErrInvalidValue, err, "bad address %q (want CIDR notation, e.g. 10.0.0.2/24)", s))
+							return
+						}
+						t.Addresses = append(t.Addresses, a)
+					})
+				}},
+				{"offloads", d.boolean(&t.Offloads)},
+			})
+			p.Tap = &t
+		}},
+		{"afpacket", func(v *yaml.Node, path string) {
+			var a AFPacketPort
+			d.mapping(v, path, []field{
+				{"interface", d.str(&a.Interface)},
+			})
+			p.AFPacket = &a
+		}},
+	})
+	if p.Tap != nil {
+		if _, ok := d.src.pos[path+".tap.ifname"]; !ok {
+			p.Tap.Ifname = p.Name // the default: the port's own name
+		}
+	}
+}
