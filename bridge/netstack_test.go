@@ -1,142 +1,75 @@
-package bridge
+package bridge_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"fmt"
 	"io"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/macvsw/macvsw/bridge/bridgetest"
 	vswitch "github.com/macvsw/macvsw/switch"
-	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
-	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
-// netLab is a switch whose lower is a channel endpoint served by a goroutine
-// that either reflects every frame back (an external switch with hairpin on)
-// or swallows it, with netstacks on ports.
+// netLab: netstacks on switch ports, the switch's lower on an in-memory LAN
+// whose uplink reflects frames (hairpin) or not.
 //
 //	stack 10.0.0.1   stack 10.0.0.2   ...
 //	     |                |
 //	[          macvsw           ]
 //	             | lower
-//	  reflector (hairpin on/off)
+//	    LAN (hairpin on/off) ── host 10.0.0.200
 type netLab struct {
-	t       *testing.T
-	sw      *vswitch.Switch
-	lowerEP *channel.Endpoint
-	lower   *LowerLink
-	stacks  []*stack.Stack
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	t      *testing.T
+	sw     *vswitch.Switch
+	lan    *bridgetest.LAN
+	stacks []*stack.Stack
 }
 
-func newNetLab(t *testing.T, reflect bool) *netLab {
-	n := &netLab{t: t, sw: vswitch.New(vswitch.Options{LowerMAC: macL}), lowerEP: channel.New(1024, 1514, "")}
-	n.lower = AttachLower(n.sw, n.lowerEP, Options{})
-	ctx, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		for {
-			pkt := n.lowerEP.ReadContext(ctx)
-			if pkt == nil {
-				return
-			}
-			if reflect {
-				in := newPkt(bytesOf(pkt))
-				n.lowerEP.InjectInbound(0, in)
-				in.DecRef()
-			}
-			pkt.DecRef()
+func newNetLab(t *testing.T, hairpin bool) *netLab {
+	n := &netLab{t: t, sw: vswitch.New(vswitch.Options{LowerMAC: vswitch.MAC{2, 0, 0, 0, 0, 0x10}})}
+	n.lan = bridgetest.NewLAN(n.sw)
+	n.lan.Hairpin.Store(hairpin)
+	t.Cleanup(func() {
+		// Stacks first (they close their NICs), then the LAN, then the
+		// switch: what the leak checker needs.
+		for _, s := range n.stacks {
+			s.Destroy()
 		}
-	}()
-	t.Cleanup(n.close)
+		n.lan.Close()
+		n.sw.Close()
+	})
 	return n
 }
 
-// close tears down in the order the leak checker needs: stacks (which close
-// their NICs), the reflector, the lower link, the switch, the endpoint.
-func (n *netLab) close() {
-	for _, s := range n.stacks {
-		s.Destroy()
-	}
-	n.cancel()
-	n.wg.Wait()
-	n.lower.Close()
-	n.sw.Close()
-	n.lowerEP.Close()
-}
-
-func (n *netLab) addStack(name string, mode vswitch.Mode, last byte) *stack.Stack {
+func (n *netLab) add(name string, mode vswitch.Mode, last byte) *stack.Stack {
 	n.t.Helper()
-	p, err := n.sw.AddPort(vswitch.PortConfig{Name: name, Mode: mode, MAC: mac(last)})
+	p, err := n.sw.AddPort(vswitch.PortConfig{Name: name, Mode: mode, MAC: vswitch.MAC{2, 0, 0, 0, 1, last}})
 	if err != nil {
 		n.t.Fatal(err)
 	}
-	s := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
-		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
-	})
-	n.stacks = append(n.stacks, s)
-	if err := s.CreateNIC(1, NewNetstackPort(p, NetstackOptions{})); err != nil {
-		n.t.Fatalf("CreateNIC: %v", err)
-	}
-	addr := tcpip.AddrFrom4([4]byte{10, 0, 0, last})
-	if err := s.AddProtocolAddress(1, tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: addr.WithPrefix()}, stack.AddressProperties{}); err != nil {
-		n.t.Fatalf("AddProtocolAddress: %v", err)
-	}
-	s.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: 1}})
-	return s
-}
-
-func fullAddr(last byte, port uint16) tcpip.FullAddress {
-	return tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4([4]byte{10, 0, 0, last}), Port: port}
-}
-
-// serveEcho accepts one connection and echoes it.
-func serveEcho(t *testing.T, s *stack.Stack, last byte) *gonet.TCPListener {
-	ln, err := gonet.ListenTCP(s, fullAddr(last, 7), ipv4.ProtocolNumber)
+	s, err := bridgetest.NewPortStack(p, last)
 	if err != nil {
-		t.Fatal(err)
+		n.t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		io.Copy(c, c)
-	}()
-	return ln
-}
-
-func dial(s *stack.Stack, last byte, timeout time.Duration) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	return gonet.DialContextTCP(ctx, s, fullAddr(last, 7), ipv4.ProtocolNumber)
+	n.stacks = append(n.stacks, s)
+	ln, err := bridgetest.Echo(s, last)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	n.t.Cleanup(func() { ln.Close() })
+	return s
 }
 
 // Two netstacks on bridge ports move 10 MiB of TCP through the switch, and
 // the bytes come back intact.
 func TestNetstackTCP(t *testing.T) {
 	n := newNetLab(t, false)
-	a := n.addStack("a", vswitch.ModeBridge, 1)
-	b := n.addStack("b", vswitch.ModeBridge, 2)
-	serveEcho(t, b, 2)
-	c, err := dial(a, 2, 10*time.Second)
+	a := n.add("a", vswitch.ModeBridge, 1)
+	n.add("b", vswitch.ModeBridge, 2)
+	c, err := bridgetest.Dial(a, 2, 10*time.Second)
 	if err != nil {
 		t.Fatalf("dial through the switch: %v", err)
 	}
@@ -149,7 +82,7 @@ func TestNetstackTCP(t *testing.T) {
 		errc <- err
 	}()
 	got := make([]byte, len(want))
-	c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	c.SetReadDeadline(time.Now().Add(5 * time.Minute))
 	if _, err := io.ReadFull(c, got); err != nil {
 		t.Fatalf("read back: %v", err)
 	}
@@ -159,50 +92,53 @@ func TestNetstackTCP(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatal("10 MiB echoed through the switch differ")
 	}
-	// Bridge-to-bridge traffic never touched the wire, apart from ARP.
+	// Bridge-to-bridge unicast stays local; only ARP broadcasts go out.
 	if st := n.sw.LowerStats(); st.TxPackets > 4 {
 		t.Errorf("%d frames went to the lower; bridge unicast must stay local", st.TxPackets)
 	}
 }
 
 // A netstack on a private port reaches no sibling, even when the external
-// switch reflects: its ARP broadcast only ever comes back to itself.
+// switch reflects: its ARP broadcast only ever comes back to itself. It
+// still reaches the LAN.
 func TestNetstackPrivateIsolated(t *testing.T) {
 	n := newNetLab(t, true)
-	b := n.addStack("b", vswitch.ModeBridge, 2)
-	c := n.addStack("c", vswitch.ModeBridge, 3)
-	p := n.addStack("p", vswitch.ModePrivate, 9)
-	serveEcho(t, b, 2)
-	if conn, err := dial(p, 2, 2*time.Second); err == nil {
-		conn.Close()
-		t.Fatal("private port reached a bridge sibling")
+	n.add("b", vswitch.ModeBridge, 2)
+	c := n.add("c", vswitch.ModeBridge, 3)
+	p := n.add("p", vswitch.ModePrivate, 9)
+	host, err := n.lan.AddHost(vswitch.MAC{2, 0, 0, 0, 2, 200}, 200)
+	if err != nil {
+		t.Fatal(err)
 	}
-	// The siblings still reach each other.
-	if conn, err := dial(c, 2, 10*time.Second); err != nil {
-		t.Fatalf("bridge siblings cannot talk: %v", err)
-	} else {
-		conn.Close()
+	ln, err := bridgetest.Echo(host, 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if bridgetest.Reach(p, 2, 2*time.Second) {
+		t.Error("private port reached a bridge sibling")
+	}
+	if !bridgetest.Reach(p, 200, 10*time.Second) {
+		t.Error("private port cannot reach the LAN host")
+	}
+	if !bridgetest.Reach(c, 2, 10*time.Second) {
+		t.Error("bridge siblings cannot talk")
 	}
 }
 
 // Two VEPA ports reach each other only through a reflecting external switch.
 func TestNetstackVEPAHairpin(t *testing.T) {
-	for _, reflect := range []bool{true, false} {
-		t.Run(fmt.Sprintf("reflect=%v", reflect), func(t *testing.T) {
-			n := newNetLab(t, reflect)
-			a := n.addStack("a", vswitch.ModeVEPA, 1)
-			b := n.addStack("b", vswitch.ModeVEPA, 2)
-			serveEcho(t, b, 2)
+	for _, hairpin := range []bool{true, false} {
+		t.Run(fmt.Sprintf("hairpin=%v", hairpin), func(t *testing.T) {
+			n := newNetLab(t, hairpin)
+			a := n.add("a", vswitch.ModeVEPA, 1)
+			n.add("b", vswitch.ModeVEPA, 2)
 			timeout := 10 * time.Second
-			if !reflect {
+			if !hairpin {
 				timeout = 2 * time.Second
 			}
-			conn, err := dial(a, 2, timeout)
-			if err == nil {
-				conn.Close()
-			}
-			if reached := err == nil; reached != reflect {
-				t.Errorf("VEPA siblings reached each other = %v (err %v), want %v", reached, err, reflect)
+			if got := bridgetest.Reach(a, 2, timeout); got != hairpin {
+				t.Errorf("VEPA siblings reach each other = %v, want %v", got, hairpin)
 			}
 		})
 	}
