@@ -1,0 +1,182 @@
+//go:build linux
+
+package endpoints
+
+import (
+	"fmt"
+	"sync/atomic"
+)
+
+// DropReason names why an endpoint dropped a frame. Virtio-net header
+// rejections are counted separately, by VnetReason.
+type DropReason uint8
+
+// Drop reasons.
+const (
+	// DropTxFull: the FD would block (tap ring or socket buffer full); the
+	// endpoint never blocks a writer.
+	DropTxFull DropReason = iota
+	// DropTxError: the write failed with an error that took the queue down.
+	DropTxError
+	// DropQueueDown: no queue was alive to write to.
+	DropQueueDown
+	// DropOversize: a frame above the MTU that is not GSO (TX), or a frame
+	// larger than the receive buffer (RX).
+	DropOversize
+	// DropUnsupportedGSO: a GSO kind we cannot pass on or segment (UFO).
+	DropUnsupportedGSO
+	// DropMalformed: software segmentation or checksum completion failed on
+	// malformed headers.
+	DropMalformed
+	// DropRunt: a received frame shorter than an Ethernet header.
+	DropRunt
+	// DropOutgoing: an AF_PACKET frame with sll_pkttype PACKET_OUTGOING, the
+	// host's own transmission looped back.
+	DropOutgoing
+	// DropClosed: a write after Close.
+	DropClosed
+
+	numDropReasons
+)
+
+// NumDropReasons is the number of DropReason values.
+const NumDropReasons = int(numDropReasons)
+
+var dropReasonNames = [numDropReasons]string{
+	DropTxFull:         "tx_full",
+	DropTxError:        "tx_error",
+	DropQueueDown:      "queue_down",
+	DropOversize:       "oversize",
+	DropUnsupportedGSO: "unsupported_gso",
+	DropMalformed:      "malformed",
+	DropRunt:           "runt",
+	DropOutgoing:       "outgoing",
+	DropClosed:         "closed",
+}
+
+// String returns the counter name of r, such as "tx_full".
+func (r DropReason) String() string {
+	if r < numDropReasons {
+		return dropReasonNames[r]
+	}
+	return fmt.Sprintf("DropReason(%d)", uint8(r))
+}
+
+// ParseDropReason is the inverse of DropReason.String.
+func ParseDropReason(s string) (DropReason, error) {
+	for i, n := range dropReasonNames {
+		if n == s {
+			return DropReason(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown drop reason %q", s)
+}
+
+// QueueState is the life state of one queue of an endpoint.
+type QueueState uint8
+
+// Queue states.
+//
+//	Up ──DetachQueue──► Detached ──AttachQueue──► Up
+//	Up/Detached ──FD error──► Dead ──AttachFD──► Up (new FD in the slot)
+const (
+	QueueUp QueueState = iota
+	QueueDetached
+	QueueDead
+)
+
+// String returns "up", "detached" or "dead".
+func (s QueueState) String() string {
+	switch s {
+	case QueueUp:
+		return "up"
+	case QueueDetached:
+		return "detached"
+	case QueueDead:
+		return "dead"
+	}
+	return fmt.Sprintf("QueueState(%d)", uint8(s))
+}
+
+// QueueStats is a snapshot of one queue's counters.
+type QueueStats struct {
+	State      QueueState
+	RxPackets  uint64
+	RxBytes    uint64
+	TxPackets  uint64
+	TxBytes    uint64
+	RxDrops    [NumDropReasons]uint64
+	TxDrops    [NumDropReasons]uint64
+	VnetErrors [NumVnetReasons]uint64
+	// Segmented counts super-frames cut in software (TX fallback, or USO
+	// on receive); Checksummed counts partial checksums completed.
+	Segmented   uint64
+	Checksummed uint64
+	// Failures counts FD errors that took the queue down.
+	Failures uint64
+}
+
+// Stats is a snapshot of an endpoint's counters, one entry per queue.
+type Stats struct {
+	Queues []QueueStats
+}
+
+// Total sums the counters of every queue (State is QueueUp if any is).
+func (s Stats) Total() QueueStats {
+	t := QueueStats{State: QueueDead}
+	for _, q := range s.Queues {
+		if q.State == QueueUp {
+			t.State = QueueUp
+		}
+		t.RxPackets += q.RxPackets
+		t.RxBytes += q.RxBytes
+		t.TxPackets += q.TxPackets
+		t.TxBytes += q.TxBytes
+		for i := range q.RxDrops {
+			t.RxDrops[i] += q.RxDrops[i]
+			t.TxDrops[i] += q.TxDrops[i]
+		}
+		for i := range q.VnetErrors {
+			t.VnetErrors[i] += q.VnetErrors[i]
+		}
+		t.Segmented += q.Segmented
+		t.Checksummed += q.Checksummed
+		t.Failures += q.Failures
+	}
+	return t
+}
+
+// queueCounters are the live counters behind QueueStats.
+type queueCounters struct {
+	rxPackets   atomic.Uint64
+	rxBytes     atomic.Uint64
+	txPackets   atomic.Uint64
+	txBytes     atomic.Uint64
+	rxDrops     [numDropReasons]atomic.Uint64
+	txDrops     [numDropReasons]atomic.Uint64
+	vnetErrors  [numVnetReasons]atomic.Uint64
+	segmented   atomic.Uint64
+	checksummed atomic.Uint64
+	failures    atomic.Uint64
+}
+
+func (c *queueCounters) snapshot(state QueueState) QueueStats {
+	s := QueueStats{
+		State:       state,
+		RxPackets:   c.rxPackets.Load(),
+		RxBytes:     c.rxBytes.Load(),
+		TxPackets:   c.txPackets.Load(),
+		TxBytes:     c.txBytes.Load(),
+		Segmented:   c.segmented.Load(),
+		Checksummed: c.checksummed.Load(),
+		Failures:    c.failures.Load(),
+	}
+	for i := range c.rxDrops {
+		s.RxDrops[i] = c.rxDrops[i].Load()
+		s.TxDrops[i] = c.txDrops[i].Load()
+	}
+	for i := range c.vnetErrors {
+		s.VnetErrors[i] = c.vnetErrors[i].Load()
+	}
+	return s
+}
