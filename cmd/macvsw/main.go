@@ -19,8 +19,10 @@ var version = "dev"
 const usage = `macvsw: a userspace macvlan switch
 
 Usage:
-  macvsw demo        show the modes at work in a throwaway lab
-  macvsw version     print the version
+  macvsw demo                   show the modes at work in a throwaway lab
+  macvsw run --config FILE      run the switch in the foreground
+  macvsw config check FILE      validate a config file
+  macvsw version                print the version
 
 Run "macvsw COMMAND --help" for a command's flags.
 `
@@ -50,6 +52,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "demo":
 		return cmdDemo(ctx, args[1:], stdout, stderr)
+	case "run":
+		return cmdRun(ctx, args[1:], stdout, stderr)
+	case "config":
+		return cmdConfig(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "macvsw", version)
 		return nil
