@@ -83,24 +83,24 @@ func newDrainer(ep stack.LinkEndpoint, src queueSource, opts Options) *drainer {
 	return d
 }
 
+// start installs a writer on every queue, so the goroutine that queues a
+// frame for an idle queue writes it to the endpoint at once, and starts one
+// goroutine per queue that takes over when writes back up.
 func (d *drainer) start() {
 	for i := 0; i < d.src.NumQueues(); i++ {
+		i := i
+		d.src.Queue(i).SetWriter(func(l *stack.PacketBufferList) { d.write(i, *l) }, d.batch)
 		d.wg.Add(1)
-		go d.drainLoop(i)
+		go d.drainLoop(d.src.Queue(i))
 	}
 }
 
-// drainLoop empties queue i into the endpoint until the link is closed or the
-// queue is (its port removed).
-func (d *drainer) drainLoop(i int) {
+// drainLoop writes out queue q whenever frames wait in it that no producer
+// is writing, until the link is closed or the queue is (its port removed).
+func (d *drainer) drainLoop(q *vswitch.Queue) {
 	defer d.wg.Done()
-	q := d.src.Queue(i)
-	var list stack.PacketBufferList
 	for {
-		for q.Dequeue(&list, d.batch) > 0 {
-			d.write(i, list)
-			list.Reset()
-		}
+		q.Drain()
 		if q.Closed() {
 			return
 		}
@@ -145,7 +145,12 @@ func (d *drainer) pump() int {
 	return total
 }
 
+// close removes the writers (waiting for writes in progress) and stops the
+// goroutines; afterwards the endpoint is never written again.
 func (d *drainer) close() {
+	for i := 0; i < d.src.NumQueues(); i++ {
+		d.src.Queue(i).SetWriter(nil, 0)
+	}
 	close(d.stop)
 	d.wg.Wait()
 }

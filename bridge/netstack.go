@@ -33,10 +33,14 @@ type NetstackPort struct {
 	sw   *vswitch.Switch
 	opts NetstackOptions
 
-	// mu guards dispatcher; deliveries hold it for reading so Attach(nil)
-	// returns only once none is in flight (as link/nested does).
-	mu         sync.RWMutex
-	dispatcher stack.NetworkDispatcher
+	// dispatcher is the NIC, nil when detached. Deliveries load it without
+	// a lock: the stack calls Attach(nil) with Stack.mu held, and a
+	// delivery may be waiting for Stack.mu (IPv4 HandlePacket takes it), so
+	// Attach(nil) must not wait for deliveries. A late delivery reaches a
+	// NIC that is already disabled and is counted there; Close, which the
+	// stack calls after releasing Stack.mu, stops the delivery goroutines
+	// and waits for them.
+	dispatcher atomic.Pointer[dispatcherBox]
 
 	addrMu sync.Mutex
 	addr   tcpip.LinkAddress
@@ -133,22 +137,20 @@ func (*NetstackPort) Capabilities() stack.LinkEndpointCapabilities {
 	return stack.CapabilityResolutionRequired
 }
 
+type dispatcherBox struct{ d stack.NetworkDispatcher }
+
 // Attach implements stack.LinkEndpoint.
 func (e *NetstackPort) Attach(d stack.NetworkDispatcher) {
-	e.mu.Lock()
-	e.dispatcher = d
-	e.mu.Unlock()
-	if d != nil {
-		e.start.Do(e.startLoops)
+	if d == nil {
+		e.dispatcher.Store(nil)
+		return
 	}
+	e.dispatcher.Store(&dispatcherBox{d})
+	e.start.Do(e.startLoops)
 }
 
 // IsAttached implements stack.LinkEndpoint.
-func (e *NetstackPort) IsAttached() bool {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	return e.dispatcher != nil
-}
+func (e *NetstackPort) IsAttached() bool { return e.dispatcher.Load() != nil }
 
 // Wait implements stack.LinkEndpoint: it returns once Close has stopped the
 // goroutines.
@@ -288,13 +290,10 @@ func (e *NetstackPort) deliver(pkt *stack.PacketBuffer) {
 	}
 	proto := tcpip.NetworkProtocolNumber(binary.BigEndian.Uint16(hdr[12:14]))
 	in.NetworkProtocolNumber = proto
-	e.mu.RLock()
-	d := e.dispatcher
-	if d == nil {
-		e.mu.RUnlock()
+	b := e.dispatcher.Load()
+	if b == nil {
 		e.rxNoDisp.Add(1)
 		return
 	}
-	d.DeliverNetworkPacket(proto, in)
-	e.mu.RUnlock()
+	b.d.DeliverNetworkPacket(proto, in)
 }

@@ -19,19 +19,36 @@ const MaxQueues = 256
 // bound, so ten thousand idle ports do not pin ten thousand full rings.
 const initialRing = 64
 
+// Writer hands a batch of frames to an endpoint. It borrows the packets and
+// must not block: an endpoint that cannot take a frame drops and counts it.
+type Writer func(list *stack.PacketBufferList)
+
+// maxDirectRounds bounds how many batches a producer writes for others
+// before it hands the rest of the queue to the drainer goroutine.
+const maxDirectRounds = 4
+
 // Queue is one bounded FIFO of frames waiting for a port (or the lower) to
-// take them, like one macvtap queue's ptr_ring. The switch fills it; the
-// port's owner drains it with Dequeue, waiting on Ready when it is empty.
-// Safe for concurrent use.
+// take them, like one macvtap queue's ptr_ring. The switch fills it. Its
+// owner either drains it with Dequeue, waiting on Ready when it is empty,
+// or installs a Writer: then the producer that finds no write in progress
+// writes the queue out itself (the kernel's qdisc bypass and "running"
+// bit), so an idle path costs no goroutine hand-off, and the owner's
+// goroutine calls Drain when Ready fires. Either way one writer at a time
+// takes frames in FIFO order. Safe for concurrent use.
 type Queue struct {
 	ready chan struct{}
 
-	mu     sync.Mutex
-	ring   []*stack.PacketBuffer // len is a power of two
-	head   int
-	n      int
-	limit  int
-	closed bool
+	mu      sync.Mutex
+	idle    sync.Cond // signalled when running goes false; uses mu
+	ring    []*stack.PacketBuffer // len is a power of two
+	head    int
+	n       int
+	limit   int
+	closed  bool
+	writer  Writer
+	batch   int
+	running bool                  // a goroutine is writing the queue out
+	scratch stack.PacketBufferList // the running writer's batch
 
 	enqueued      atomic.Uint64
 	enqueuedBytes atomic.Uint64
@@ -55,7 +72,67 @@ func newQueue(limit int) *Queue {
 	if limit <= 0 {
 		limit = DefaultQueueLen
 	}
-	return &Queue{ready: make(chan struct{}, 1), limit: limit}
+	q := &Queue{ready: make(chan struct{}, 1), limit: limit}
+	q.idle.L = &q.mu
+	return q
+}
+
+// SetWriter installs (or, with nil, removes) the queue's writer; batch is
+// the most frames per call. Removing it waits for a write in progress, so
+// afterwards w is never called again.
+func (q *Queue) SetWriter(w Writer, batch int) {
+	q.mu.Lock()
+	q.writer, q.batch = w, max(batch, 1)
+	for w == nil && q.running {
+		q.idle.Wait()
+	}
+	q.mu.Unlock()
+}
+
+// Drain writes the queue out through its writer until it is empty, unless
+// another goroutine is already doing so. The owner calls it when Ready
+// fires.
+func (q *Queue) Drain() {
+	q.mu.Lock()
+	if q.running || q.writer == nil || q.n == 0 {
+		q.mu.Unlock()
+		return
+	}
+	q.running = true
+	q.mu.Unlock()
+	q.writeOut(-1)
+}
+
+// writeOut runs with q.running set: it writes batches until the queue is
+// empty or, when rounds >= 0, after that many batches, then clears running
+// (handing leftovers to the drainer goroutine through Ready).
+func (q *Queue) writeOut(rounds int) {
+	for i := 0; ; i++ {
+		q.mu.Lock()
+		w := q.writer
+		if q.n == 0 || q.closed || w == nil || (rounds >= 0 && i >= rounds) {
+			left := q.n > 0 && !q.closed
+			q.running = false
+			q.idle.Broadcast()
+			q.mu.Unlock()
+			if left {
+				q.wake()
+			}
+			return
+		}
+		m := q.dequeueLocked(&q.scratch, q.batch)
+		q.mu.Unlock()
+		q.dequeued.Add(uint64(m))
+		w(&q.scratch)
+		q.scratch.Reset()
+	}
+}
+
+func (q *Queue) wake() {
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
 }
 
 // push adds a reference to pkt and queues it. It reports false, without
@@ -76,15 +153,19 @@ func (q *Queue) push(pkt *stack.PacketBuffer) (ok, closed bool) {
 	}
 	q.ring[(q.head+q.n)&(len(q.ring)-1)] = pkt.IncRef()
 	q.n++
-	wake := q.n == 1
+	direct := q.writer != nil && !q.running
+	if direct {
+		q.running = true
+	}
+	wake := q.n == 1 && q.writer == nil
 	q.mu.Unlock()
 	q.enqueued.Add(1)
 	q.enqueuedBytes.Add(uint64(pkt.Size()))
-	if wake {
-		select {
-		case q.ready <- struct{}{}:
-		default:
-		}
+	switch {
+	case direct:
+		q.writeOut(maxDirectRounds)
+	case wake:
+		q.wake()
 	}
 	return true, false
 }
@@ -106,10 +187,20 @@ func (q *Queue) growLocked() {
 }
 
 // Dequeue moves up to max queued frames to the back of list and returns how
-// many it moved. The caller owns the moved references (write them, then
+// many it moved. It is for queues without a Writer. The caller owns the moved references (write them, then
 // list.Reset()). It never blocks; wait on Ready when it returns 0.
 func (q *Queue) Dequeue(list *stack.PacketBufferList, max int) int {
 	q.mu.Lock()
+	m := q.dequeueLocked(list, max)
+	q.mu.Unlock()
+	q.dequeued.Add(uint64(m))
+	return m
+}
+
+// dequeueLocked moves up to max frames to list.
+//
+// Preconditions: q.mu is held.
+func (q *Queue) dequeueLocked(list *stack.PacketBufferList, max int) int {
 	m := min(q.n, max)
 	for i := 0; i < m; i++ {
 		j := (q.head + i) & (len(q.ring) - 1)
@@ -120,8 +211,6 @@ func (q *Queue) Dequeue(list *stack.PacketBufferList, max int) int {
 		q.head = (q.head + m) & (len(q.ring) - 1)
 		q.n -= m
 	}
-	q.mu.Unlock()
-	q.dequeued.Add(uint64(m))
 	return m
 }
 
@@ -169,10 +258,7 @@ func (q *Queue) close(drops *dropCounters) {
 	q.n = 0
 	q.mu.Unlock()
 	drops[DropRemoved].Add(uint64(dropped))
-	select {
-	case q.ready <- struct{}{}:
-	default:
-	}
+	q.wake()
 }
 
 func (q *Queue) stats(i int, attached bool) QueueStats {

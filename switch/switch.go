@@ -36,6 +36,10 @@ type Options struct {
 	LowerQueues int
 	// LowerQueueLen bounds each of them (default DefaultQueueLen).
 	LowerQueueLen int
+	// BroadcastQueueLen is the lower's own request for the broadcast
+	// queue's length; the queue holds the largest of it and every port's
+	// request (the kernel's bc_queue_len_used). 0 leaves it to the ports.
+	BroadcastQueueLen int
 	// BroadcastCutoff is bc_cutoff: floods to groups with more subscribers
 	// than this are queued; negative delivers every flood inline. Nil means
 	// DefaultBroadcastCutoff.
@@ -91,6 +95,7 @@ type Switch struct {
 	lowerUp   bool
 	noPromisc bool
 	cutoff    int
+	bcFloor   int
 	lastFlt   *LowerFilter
 }
 
@@ -152,6 +157,7 @@ func New(opts Options) *Switch {
 		lowerUp:   !opts.LowerDown,
 		noPromisc: opts.NoPromisc,
 		cutoff:    DefaultBroadcastCutoff,
+		bcFloor:   max(opts.BroadcastQueueLen, 0),
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -735,7 +741,7 @@ func (s *Switch) rebuildLocked() *LowerFilter {
 	}
 	promisc := !s.noPromisc
 	flt := &LowerFilter{}
-	bcLen := 0
+	bcLen := s.bcFloor
 	for _, p := range s.ports {
 		v := &portView{
 			p: p, mode: p.mode, mac: p.mac, mtu: p.mtu, up: p.up,
