@@ -39,7 +39,7 @@ type Queue struct {
 	ready chan struct{}
 
 	mu      sync.Mutex
-	idle    sync.Cond // signalled when running goes false; uses mu
+	idle    sync.Cond             // signalled when running goes false; uses mu
 	ring    []*stack.PacketBuffer // len is a power of two
 	head    int
 	n       int
@@ -47,7 +47,7 @@ type Queue struct {
 	closed  bool
 	writer  Writer
 	batch   int
-	running bool                  // a goroutine is writing the queue out
+	running bool                   // a goroutine is writing the queue out
 	scratch stack.PacketBufferList // the running writer's batch
 
 	enqueued      atomic.Uint64
