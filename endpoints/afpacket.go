@@ -17,7 +17,6 @@ import (
 	"gvisor.dev/gvisor/pkg/rawfile"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/stopfd"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -132,7 +131,7 @@ type packetSock struct {
 	c     queueCounters
 
 	stopMu sync.Mutex
-	stop   stopfd.StopFD
+	stop   *pollWaiter
 	done   chan struct{}
 
 	wmu sync.Mutex // guards tx and writing to fd against Close
@@ -206,7 +205,7 @@ func NewPacket(opts PacketOptions) (*Packet, error) {
 		return nil, err
 	}
 	for i, fd := range fds {
-		s := &packetSock{idx: i, fd: fd, stop: stopfd.StopFD{EFD: -1}}
+		s := &packetSock{idx: i, fd: fd}
 		s.tx.txScratch = newTxScratch(p.hdrSize)
 		p.socks = append(p.socks, s)
 	}
@@ -415,7 +414,7 @@ func (p *Packet) Attach(d stack.NetworkDispatcher) {
 		if s.done != nil || QueueState(s.state.Load()) == QueueDead {
 			continue
 		}
-		sfd, err := stopfd.New()
+		sfd, err := newPollWaiter(s.fd)
 		if err != nil {
 			p.log.Error("af_packet reader not started", "interface", p.ifname, "queue", s.idx, "err", err)
 			continue
@@ -425,7 +424,7 @@ func (p *Packet) Attach(d stack.NetworkDispatcher) {
 		s.stopMu.Unlock()
 		s.done = make(chan struct{})
 		p.wg.Add(1)
-		go p.rxLoop(s, sfd.EFD, s.done)
+		go p.rxLoop(s, sfd, s.done)
 	}
 }
 
@@ -442,8 +441,8 @@ func (p *Packet) stopReadersLocked() {
 		}
 		<-s.done
 		s.stopMu.Lock()
-		unix.Close(s.stop.EFD)
-		s.stop.EFD = -1
+		s.stop.Close()
+		s.stop = nil
 		s.stopMu.Unlock()
 		s.done = nil
 	}
@@ -531,14 +530,17 @@ func auxVLAN(ctrl []byte) (tagged bool, tpid, tci uint16) {
 }
 
 // rxLoop receives batches from one socket until stopped or the socket fails.
-func (p *Packet) rxLoop(s *packetSock, efd int, done chan struct{}) {
+func (p *Packet) rxLoop(s *packetSock, w *pollWaiter, done chan struct{}) {
 	defer p.wg.Done()
 	defer close(done)
+	// The waiter's dup keeps the queue open in the kernel: release it as
+	// soon as the reader ends, so a failed queue is detached at once.
+	defer w.Close()
 	r := p.newPacketRx()
 	defer r.release()
 	for {
 		r.prepare()
-		n, errno := rawfile.BlockingRecvMMsgUntilStopped(efd, s.fd, r.mmsg)
+		n, errno := w.recvmmsg(r.mmsg)
 		switch {
 		case n == -1:
 			return
@@ -597,7 +599,7 @@ func (p *Packet) queueFailed(s *packetSock, op string, err error) {
 	}
 	s.c.failures.Add(1)
 	s.stopMu.Lock()
-	if s.stop.EFD >= 0 {
+	if s.stop != nil {
 		s.stop.Stop()
 	}
 	s.stopMu.Unlock()

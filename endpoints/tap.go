@@ -16,7 +16,6 @@ import (
 	"gvisor.dev/gvisor/pkg/rawfile"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/stopfd"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -78,9 +77,8 @@ type TapOptions struct {
 // Receive: while attached, one goroutine per queue (rxLoop) reads a
 // virtio-net header and a frame per readv into pooled views, validates the
 // header as the kernel validates guest writes, and delivers the whole
-// Ethernet frame (no header consumed) with pkt.GSOOptions set. Readers block
-// in ppoll on the queue FD and a stop eventfd (gVisor stopfd), which
-// Attach(nil) and Close signal.
+// Ethernet frame (no header consumed) with pkt.GSOOptions set. Readers park
+// on Go's netpoller (pollWaiter), which Attach(nil) and Close stop.
 //
 // Transmit: WritePackets and WriteQueue writev a virtio-net header built
 // from pkt.GSOOptions and the frame's views, never blocking: a full queue
@@ -130,10 +128,10 @@ type tapQueue struct {
 	state atomic.Uint32 // QueueState
 	c     queueCounters
 
-	// Reader, owned by Tap.mu: stop is the running reader's eventfd (EFD
-	// -1 when none), done closes when it exits.
-	stopMu sync.Mutex // guards stop.EFD against a concurrent close
-	stop   stopfd.StopFD
+	// Reader, owned by Tap.mu: stop is the running reader's waiter (nil
+	// when none), done closes when it exits.
+	stopMu sync.Mutex // guards stop against a concurrent close
+	stop   *pollWaiter
 	done   chan struct{}
 
 	// wmu guards the FD for writing (against Close and AttachFD) and the
@@ -287,7 +285,7 @@ func newTap(fds []int, opts TapOptions, created bool) (*Tap, error) {
 }
 
 func (t *Tap) newQueue(idx, fd int) *tapQueue {
-	return &tapQueue{idx: idx, fd: fd, stop: stopfd.StopFD{EFD: -1}, tx: newTxScratch(t.hdrSize)}
+	return &tapQueue{idx: idx, fd: fd, tx: newTxScratch(t.hdrSize)}
 }
 
 // setupFD makes fd non-blocking and applies the vnet settings to a tap FD.
@@ -499,7 +497,7 @@ func (t *Tap) startReaderLocked(q *tapQueue) {
 	if q.done != nil || QueueState(q.state.Load()) == QueueDead {
 		return
 	}
-	sfd, err := stopfd.New()
+	sfd, err := newPollWaiter(q.fd)
 	if err != nil {
 		t.log.Error("tap queue reader not started", "tap", t.Name(), "queue", q.idx, "err", err)
 		return
@@ -509,7 +507,7 @@ func (t *Tap) startReaderLocked(q *tapQueue) {
 	q.stopMu.Unlock()
 	q.done = make(chan struct{})
 	t.wg.Add(1)
-	go t.rxLoop(q, sfd.EFD, q.done)
+	go t.rxLoop(q, sfd, q.done)
 }
 
 // Preconditions: t.mu is held.
@@ -520,8 +518,8 @@ func (t *Tap) stopReaderLocked(q *tapQueue) {
 	q.stop.Stop()
 	<-q.done
 	q.stopMu.Lock()
-	unix.Close(q.stop.EFD)
-	q.stop.EFD = -1
+	q.stop.Close()
+	q.stop = nil
 	q.stopMu.Unlock()
 	q.done = nil
 }
@@ -540,14 +538,17 @@ func (t *Tap) stopReadersLocked() {
 }
 
 // rxLoop reads frames from one queue until stopped or the FD fails.
-func (t *Tap) rxLoop(q *tapQueue, efd int, done chan struct{}) {
+func (t *Tap) rxLoop(q *tapQueue, w *pollWaiter, done chan struct{}) {
 	defer t.wg.Done()
 	defer close(done)
+	// The waiter's dup keeps the queue open in the kernel: release it as
+	// soon as the reader ends, so a failed queue is detached at once.
+	defer w.Close()
 	b := newRxBuffer(t.hdrSize, t.maxRxFrame, 0)
 	defer b.release()
 	var rs rxScratch
 	for {
-		n, errno := rawfile.BlockingReadvUntilStopped(efd, q.fd, b.iovecs())
+		n, errno := w.readv(b.iovecs())
 		switch {
 		case n == -1:
 			return
@@ -666,7 +667,7 @@ func (t *Tap) queueFailed(q *tapQueue, op string, err error) {
 	}
 	q.c.failures.Add(1)
 	q.stopMu.Lock()
-	if q.stop.EFD >= 0 {
+	if q.stop != nil {
 		q.stop.Stop() // a writer noticed: stop the reader too
 	}
 	q.stopMu.Unlock()
