@@ -39,6 +39,9 @@ const (
 	tpStatusTPIDVal = 0x40 // TP_STATUS_VLAN_TPID_VALID (include/uapi/linux/if_packet.h)
 )
 
+// socketBuffer is each AF_PACKET socket's send and receive buffer size.
+const socketBuffer = 4 << 20
+
 // PacketOptions configures NewPacket. The zero value (with Interface set)
 // is promiscuous, uses PACKET_VNET_HDR, and opens one socket per CPU.
 type PacketOptions struct {
@@ -254,6 +257,15 @@ func (p *Packet) openSockets(n int) (fds []int, err error) {
 		if p.hdrSize > 0 {
 			if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
 				return fds, fmt.Errorf("af_packet %q: PACKET_VNET_HDR: %w", p.ifname, err)
+			}
+		}
+		// GSO super-frames are up to 64 KiB: the default ~208 KiB socket
+		// buffers hold three, and a TCP burst then drops. 4 MiB, as runsc
+		// uses; the FORCE variants pass net.core.[rw]mem_max (we are
+		// privileged), and the plain ones are the fallback.
+		for _, o := range [][2]int{{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}} {
+			if unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[0], socketBuffer) != nil {
+				_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[1], socketBuffer)
 			}
 		}
 		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_AUXDATA, 1); err != nil {
