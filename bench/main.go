@@ -224,64 +224,24 @@ func cpuSeconds(pid int) float64 {
 	return (ut + st) / 100 // USER_HZ
 }
 
-// iperf runs a server in sandbox 1 and a client in sandbox 0 and returns
-// the receiver's Gbit/s.
+// iperf measures TCP from sandbox 0 to dst in sandbox 1, in Gbit/s.
 func iperf(lab *netlab.Lab, sb []string, dst string, extra ...string) (float64, error) {
-	srv, err := lab.Start(sb[1], nil, nil, "iperf3", "-s", "-1")
-	if err != nil {
-		return 0, err
-	}
-	defer netlab.Stop(srv, 5*time.Second)
-	time.Sleep(300 * time.Millisecond)
-	args := append([]string{"iperf3", "-J", "-c", dst, "-t", fmt.Sprint(int(duration.Seconds()))}, extra...)
-	out, err := lab.Exec(sb[0], args...)
-	if err != nil {
-		return 0, err
-	}
-	var r struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
-	if err := json.Unmarshal([]byte(out), &r); err != nil {
-		return 0, fmt.Errorf("iperf3 output: %w", err)
-	}
-	return r.End.SumReceived.BitsPerSecond / 1e9, nil
+	r, err := lab.Iperf(sb[1], sb[0], dst, int(duration.Seconds()), extra...)
+	return r.Gbps, err
 }
 
 // udp64 sends UDP datagrams whose Ethernet frames are 64 bytes on the wire
 // (60 + FCS: 18 bytes of payload) as fast as iperf3 can, and returns the
 // datagrams per second the server received.
 func udp64(lab *netlab.Lab, sb []string) (float64, error) {
-	srv, err := lab.Start(sb[1], nil, nil, "iperf3", "-s", "-1")
+	r, err := lab.Iperf(sb[1], sb[0], netlab.SandboxIP4(1), int(duration.Seconds()), "-u", "-b", "0", "-l", "18")
 	if err != nil {
 		return 0, err
 	}
-	defer netlab.Stop(srv, 5*time.Second)
-	time.Sleep(300 * time.Millisecond)
-	out, err := lab.Exec(sb[0], "iperf3", "-J", "-u", "-b", "0", "-l", "18", "-c", netlab.SandboxIP4(1), "-t", fmt.Sprint(int(duration.Seconds())))
-	if err != nil {
-		return 0, err
-	}
-	var r struct {
-		End struct {
-			Sum struct {
-				Seconds     float64 `json:"seconds"`
-				Packets     float64 `json:"packets"`
-				LostPackets float64 `json:"lost_packets"`
-			} `json:"sum"`
-		} `json:"end"`
-	}
-	if err := json.Unmarshal([]byte(out), &r); err != nil {
-		return 0, fmt.Errorf("iperf3 output: %w", err)
-	}
-	s := r.End.Sum
-	if s.Seconds == 0 {
+	if r.Seconds == 0 {
 		return 0, fmt.Errorf("iperf3 UDP: no result")
 	}
-	return (s.Packets - s.LostPackets) / s.Seconds, nil
+	return float64(r.Packets-r.Lost) / r.Seconds, nil
 }
 
 // rtt pings and returns avg, p50 and p99 in microseconds.

@@ -301,3 +301,22 @@ func (l *LowerLink) Close() {
 		l.d.close()
 	})
 }
+
+// QueueStateFunc returns a callback for an endpoint's queue events
+// (endpoints' OnQueueState): a queue that goes down is detached from the
+// port's flow-hash selection, so frames go to the live queues, and it is
+// attached again when it comes back, as TUNSETQUEUE does on a macvtap.
+// Events for queues the port does not have are ignored.
+func QueueStateFunc(p *vswitch.Port) func(q int, up bool) {
+	sw := p.Switch()
+	return func(q int, up bool) {
+		if q < 0 || q >= p.NumQueues() {
+			return
+		}
+		if up {
+			_ = sw.AttachQueue(p, q) // already attached: nothing to do
+		} else {
+			_ = sw.DetachQueue(p, q) // already detached: nothing to do
+		}
+	}
+}

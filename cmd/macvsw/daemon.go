@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/macvsw/macvsw/bridge"
 	"github.com/macvsw/macvsw/config"
@@ -143,10 +144,12 @@ func (d *daemon) addPort(pc config.Port) error {
 	if mtu == 0 {
 		_, mtu, _ = d.sw.LowerState()
 	}
-	var queueState func(q int, up bool)
+	// Queue events may come before the port exists; they are applied
+	// once it does (the port starts with every queue attached).
+	var queueState atomic.Pointer[func(q int, up bool)]
 	onQueue := func(q int, up bool) {
-		if queueState != nil {
-			queueState(q, up)
+		if f := queueState.Load(); f != nil {
+			(*f)(q, up)
 		}
 	}
 	mac := pc.MAC
@@ -192,17 +195,8 @@ func (d *daemon) addPort(pc config.Port) error {
 		return err
 	}
 	rp.p = p
-	queueState = func(q int, up bool) {
-		var err error
-		if up {
-			err = d.sw.AttachQueue(p, q)
-		} else {
-			err = d.sw.DetachQueue(p, q)
-		}
-		if err != nil && !errors.Is(err, vswitch.ErrInvalid) {
-			d.log.Warn("queue state", "port", pc.Name, "queue", q, "up", up, "err", err)
-		}
-	}
+	qs := bridge.QueueStateFunc(p)
+	queueState.Store(&qs)
 	rp.link = bridge.AttachPort(p, rp.ep, bridge.Options{Logger: d.log})
 	d.mu.Lock()
 	d.ports[pc.Name] = rp
