@@ -38,7 +38,7 @@ func TestNetnsIperf(t *testing.T) {
 	lab := m.topo.Lab
 	for _, tc := range []struct {
 		name, server, client, dst string
-		v6, checkGSO             bool
+		v6, checkGSO              bool
 	}{
 		{"sandbox to sandbox v4", m.sb[1], m.sb[0], netlab.SandboxIP4(1), false, true},
 		{"sandbox to sandbox v6", m.sb[1], m.sb[0], netlab.SandboxIP6(1), true, true},
