@@ -60,8 +60,16 @@ type queueSource interface {
 	Queue(i int) *vswitch.Queue
 }
 
+// Sniffer sees every frame that passes a port link while it is set: toPort
+// frames the switch delivers to the endpoint, the others frames the
+// endpoint sent into the switch. It borrows pkt, runs on the data path and
+// must not block (copy and queue, or drop and count).
+type Sniffer func(toPort bool, pkt *stack.PacketBuffer)
+
 // drainer moves frames from a switch queue set to an endpoint.
 type drainer struct {
+	sniff atomic.Pointer[Sniffer]
+
 	ep    stack.LinkEndpoint
 	qw    QueueWriter
 	src   queueSource
@@ -115,6 +123,11 @@ func (d *drainer) drainLoop(q *vswitch.Queue) {
 // write hands a batch to the endpoint; the caller keeps (and releases) the
 // references.
 func (d *drainer) write(queue int, list stack.PacketBufferList) {
+	if f := d.sniff.Load(); f != nil {
+		for _, pkt := range list.AsSlice() {
+			(*f)(true, pkt)
+		}
+	}
 	var n int
 	var err tcpip.Error
 	if d.qw != nil {
@@ -174,17 +187,21 @@ var _ QueueDispatcher = (*portDispatcher)(nil)
 // portDispatcher is the endpoint's dispatcher: what it receives, the port
 // sends into the switch.
 type portDispatcher struct {
-	sw   *vswitch.Switch
-	port *vswitch.Port
+	sw    *vswitch.Switch
+	port  *vswitch.Port
+	sniff *atomic.Pointer[Sniffer]
 }
 
 // DeliverNetworkPacket implements stack.NetworkDispatcher. It borrows pkt.
 func (d *portDispatcher) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
-	d.sw.Transmit(d.port, pkt, -1)
+	d.DeliverQueuePacket(-1, pkt)
 }
 
 // DeliverQueuePacket implements QueueDispatcher. It borrows pkt.
 func (d *portDispatcher) DeliverQueuePacket(queue int, pkt *stack.PacketBuffer) {
+	if f := d.sniff.Load(); f != nil {
+		(*f)(false, pkt)
+	}
 	d.sw.Transmit(d.port, pkt, queue)
 }
 
@@ -200,7 +217,7 @@ func (*portDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.Pac
 func AttachPort(p *vswitch.Port, ep stack.LinkEndpoint, opts Options) *PortLink {
 	opts.defaults()
 	l := &PortLink{sw: p.Switch(), port: p, ep: ep, d: newDrainer(ep, p, opts), opts: opts}
-	ep.Attach(&portDispatcher{sw: l.sw, port: p})
+	ep.Attach(&portDispatcher{sw: l.sw, port: p, sniff: &l.d.sniff})
 	if !opts.Manual {
 		l.d.start()
 	}
@@ -216,6 +233,17 @@ func (l *PortLink) Pump() int { return l.d.pump() }
 
 // Stats returns what the link handed to its endpoint.
 func (l *PortLink) Stats() LinkStats { return l.d.stats() }
+
+// SetSniffer starts (or, with nil, stops) copying the port's frames to s.
+// When it returns after stopping, s is no longer called by new frames;
+// a call already in progress may still finish.
+func (l *PortLink) SetSniffer(s Sniffer) {
+	if s == nil {
+		l.d.sniff.Store(nil)
+		return
+	}
+	l.d.sniff.Store(&s)
+}
 
 // Close detaches the endpoint (no more frames from it) and stops the
 // drainers. Frames still queued stay in the port's queues until the port is

@@ -7,6 +7,7 @@ import (
 
 	vswitch "github.com/macvsw/macvsw/switch"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // port shorthands for the matrix
@@ -379,5 +380,23 @@ func TestMatrixVLAN(t *testing.T) {
 	obs := l.observed("<vlan31>")
 	if counts(obs) != "A:1" || binary.BigEndian.Uint16(obs["A"][0][12:14]) != 0x8100 {
 		t.Errorf("case 31: got {%s}, want A:1 with the tag inline", counts(obs))
+	}
+}
+
+func TestSniffer(t *testing.T) {
+	l := newLab(t, vswitch.Options{})
+	a := l.add("A", vswitch.PortConfig{Mode: vswitch.ModeBridge, MAC: macA})
+	l.add("B", vswitch.PortConfig{Mode: vswitch.ModeBridge, MAC: macB})
+	var seen []string
+	a.link.SetSniffer(func(toPort bool, pkt *stack.PacketBuffer) {
+		seen = append(seen, fmt.Sprintf("%v/%d", toPort, pkt.Size()))
+	})
+	l.send("A", testFrame(macB, macA, etherTypeTest, "s1", 60))
+	l.send("B", testFrame(macA, macB, etherTypeTest, "s2", 70))
+	a.link.SetSniffer(nil)
+	l.send("B", testFrame(macA, macB, etherTypeTest, "s3", 80))
+	l.observed("")
+	if got := fmt.Sprint(seen); got != "[false/60 true/70]" {
+		t.Errorf("sniffer saw %s, want [false/60 true/70]", got)
 	}
 }

@@ -31,7 +31,9 @@ type lab struct {
 	sb   []string
 	d    *exec.Cmd
 	dlog *syncBuffer
-	cfg  string
+	cfg  string // config file path
+	sock string // control socket path
+	text string // config file contents
 }
 
 type syncBuffer struct {
@@ -109,7 +111,8 @@ func macvswLab(t *testing.T, hairpin bool, specs []sandboxSpec) *lab {
 		t.Fatal(err)
 	}
 	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "lower: {interface: %s, queues: 2}\ncontrol: {socket: /run/%s.sock}\nlog: {level: debug}\nports:\n", netlab.Lower, topo.Lab.Prefix)
+	l.sock = "/run/" + topo.Lab.Prefix + ".sock"
+	fmt.Fprintf(&cfg, "lower: {interface: %s, queues: 2}\ncontrol: {socket: %s}\nlog: {level: debug}\nports:\n", netlab.Lower, l.sock)
 	for i, s := range specs {
 		fmt.Fprintf(&cfg, "  - name: p%d\n    mode: %s\n    mac: %s\n", i, s.mode, netlab.SandboxMAC(i))
 		if s.queues > 0 {
@@ -138,6 +141,8 @@ func macvswLab(t *testing.T, hairpin bool, specs []sandboxSpec) *lab {
 				netlab.Path(l.sb[i]), netlab.SandboxIP4(i), netlab.SandboxIP6(i), !s.noOffl)
 		}
 	}
+	l.text = cfg.String()
+	l.text = cfg.String()
 	l.cfg = filepath.Join(t.TempDir(), "macvsw.yaml")
 	if err := os.WriteFile(l.cfg, []byte(cfg.String()), 0o600); err != nil {
 		t.Fatal(err)

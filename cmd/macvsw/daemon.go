@@ -224,7 +224,7 @@ func (d *daemon) removePort(name string) error {
 	rp.link.Close()
 	rp.ep.Close()
 	err := d.sw.RemovePort(rp.p)
-	d.log.Info("port removed", "port", name)
+	d.log.Info("port closed", "port", name, "kind", rp.kind, "interface", rp.ifc)
 	return err
 }
 

@@ -22,7 +22,14 @@ Usage:
   macvsw demo                   show the modes at work in a throwaway lab
   macvsw run --config FILE      run the switch in the foreground
   macvsw config check FILE      validate a config file
+  macvsw port ...               list, show, add, delete and change ports
+  macvsw stats [PORT] [--json]  counters, per port and queue, every drop reason
+  macvsw capture PORT [-w FILE] pcap of a port's frames (stdout by default)
   macvsw version                print the version
+
+Client commands talk to the daemon's control socket (--socket, env
+MACVSW_SOCKET). Exit status: 0 ok, 1 error, 2 usage, 3 no daemon, 4 no such
+port, 5 conflict, 6 permission denied.
 
 Run "macvsw COMMAND --help" for a command's flags.
 `
@@ -34,10 +41,16 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
+	var ee *exitErr
 	switch {
 	case err == nil:
-	case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case errors.Is(err, errUsage):
 		os.Exit(2)
+	case errors.As(err, &ee):
+		fmt.Fprintln(os.Stderr, "macvsw:", err)
+		os.Exit(ee.code)
 	default:
 		fmt.Fprintln(os.Stderr, "macvsw:", err)
 		os.Exit(1)
@@ -56,6 +69,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdRun(ctx, args[1:], stdout, stderr)
 	case "config":
 		return cmdConfig(args[1:], stdout, stderr)
+	case "port":
+		return cmdPort(ctx, args[1:], stdout, stderr)
+	case "stats":
+		return cmdStats(ctx, args[1:], stdout, stderr)
+	case "capture":
+		return cmdCapture(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "macvsw", version)
 		return nil

@@ -64,6 +64,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer d.close()
+	api, err := startAPI(d, cfg.Control, log)
+	if err != nil {
+		return err
+	}
+	defer api.close()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

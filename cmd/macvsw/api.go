@@ -1,0 +1,497 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/macvsw/macvsw/config"
+	"github.com/macvsw/macvsw/endpoints"
+	vswitch "github.com/macvsw/macvsw/switch"
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// The control API: HTTP/JSON under /v1/ on a unix socket.
+//
+//	GET    /v1/ports                     list ports
+//	POST   /v1/ports                     add a port (body: a config port entry, JSON)
+//	GET    /v1/ports/{name}              show one port
+//	PATCH  /v1/ports/{name}              {"mode","mtu","up","mac"}: change a port
+//	DELETE /v1/ports/{name}              remove a port
+//	POST   /v1/ports/{name}/macaddr      {"op":"add|del|flush|set","macs":[...]}
+//	GET    /v1/ports/{name}/capture      pcap stream of the port's frames
+//	GET    /v1/stats, /v1/stats/{name}   counters
+//	GET    /v1/config                    the running config (YAML)
+//	GET    /v1/version
+//
+// Errors are {"error": message} with a 4xx or 5xx status. The socket is
+// mode 0600, or 0660 owned by control.group; every peer's credentials
+// (SO_PEERCRED) are checked on accept as well.
+
+type apiServer struct {
+	d    *daemon
+	log  *slog.Logger
+	path string
+	srv  *http.Server
+	gid  int // control.group's gid, -1 when none
+}
+
+// startAPI listens on the control socket and serves until close.
+func startAPI(d *daemon, c config.Control, log *slog.Logger) (*apiServer, error) {
+	a := &apiServer{d: d, log: log, path: c.Socket, gid: -1}
+	if c.Group != "" {
+		g, err := user.LookupGroup(c.Group)
+		if err != nil {
+			if g, err = user.LookupGroupId(c.Group); err != nil {
+				return nil, fmt.Errorf("control.group %q: %w", c.Group, err)
+			}
+		}
+		a.gid, _ = strconv.Atoi(g.Gid)
+	}
+	if err := os.MkdirAll(filepath.Dir(c.Socket), 0o755); err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if conn, err := net.Dial("unix", c.Socket); err == nil {
+		conn.Close()
+		return nil, fmt.Errorf("control socket %s: another macvsw is listening", c.Socket)
+	}
+	os.Remove(c.Socket) // a stale socket from a crash
+	ln, err := net.Listen("unix", c.Socket)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	mode := os.FileMode(0o600)
+	if a.gid >= 0 {
+		mode = 0o660
+		if err := os.Chown(c.Socket, -1, a.gid); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("control socket: %w", err)
+		}
+	}
+	if err := os.Chmod(c.Socket, mode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	a.srv = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
+	go a.srv.Serve(&peerListener{Listener: ln, allow: a.allowed, log: log})
+	log.Info("control API listening", "socket", c.Socket, "mode", fmt.Sprintf("%04o", mode))
+	return a, nil
+}
+
+func (a *apiServer) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	a.srv.Shutdown(ctx)
+	os.Remove(a.path)
+}
+
+// allowed applies the peer check: root, our own uid, or a member of
+// control.group.
+func (a *apiServer) allowed(cred *unix.Ucred) bool {
+	if cred.Uid == 0 || int(cred.Uid) == os.Geteuid() {
+		return true
+	}
+	if a.gid < 0 {
+		return false
+	}
+	if int(cred.Gid) == a.gid {
+		return true
+	}
+	return inGroups(int(cred.Pid), a.gid)
+}
+
+// inGroups reads a process's supplementary groups (SO_PEERCRED carries only
+// the primary one).
+func inGroups(pid, gid int) bool {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "Groups:"); ok {
+			for _, g := range strings.Fields(rest) {
+				if g == strconv.Itoa(gid) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// peerListener refuses connections whose peer fails allow, answering with
+// a 403 so that clients see why.
+type peerListener struct {
+	net.Listener
+	allow func(*unix.Ucred) bool
+	log   *slog.Logger
+}
+
+func (l *peerListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		cred, err := peerCred(c)
+		if err == nil && l.allow(cred) {
+			return c, nil
+		}
+		l.log.Warn("control API: peer refused", "uid", credUID(cred), "err", err)
+		c.SetWriteDeadline(time.Now().Add(time.Second))
+		body := `{"error":"permission denied: peer is not root, the daemon's user or in control.group"}`
+		fmt.Fprintf(c, "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+		c.Close()
+	}
+}
+
+func credUID(c *unix.Ucred) int {
+	if c == nil {
+		return -1
+	}
+	return int(c.Uid)
+}
+
+func peerCred(c net.Conn) (*unix.Ucred, error) {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return nil, errors.New("not a unix socket")
+	}
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	return cred, cerr
+}
+
+// apiError is an error with an HTTP status.
+type apiError struct {
+	status int
+	err    error
+}
+
+func (e *apiError) Error() string { return e.err.Error() }
+func (e *apiError) Unwrap() error { return e.err }
+
+func badRequest(format string, args ...any) error {
+	return &apiError{http.StatusBadRequest, fmt.Errorf(format, args...)}
+}
+
+// statusOf maps an error to its HTTP status.
+func statusOf(err error) int {
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae):
+		return ae.status
+	case errors.Is(err, vswitch.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, vswitch.ErrExists), errors.Is(err, vswitch.ErrAddrInUse), errors.Is(err, vswitch.ErrPassthru):
+		return http.StatusConflict
+	case errors.Is(err, vswitch.ErrAddrNotAvail), errors.Is(err, vswitch.ErrMTU), errors.Is(err, vswitch.ErrNotSource),
+		errors.Is(err, vswitch.ErrInvalid), errors.Is(err, vswitch.ErrUnknownMode), errors.Is(err, vswitch.ErrBadMAC),
+		errors.Is(err, config.ErrSyntax), errors.Is(err, config.ErrUnknownKey), errors.Is(err, config.ErrInvalidValue),
+		errors.Is(err, config.ErrMissing), errors.Is(err, config.ErrConflict):
+		return http.StatusBadRequest
+	case errors.Is(err, config.ErrDuplicate):
+		return http.StatusConflict
+	}
+	return http.StatusInternalServerError
+}
+
+type handler func(w http.ResponseWriter, r *http.Request) (any, error)
+
+func (a *apiServer) wrap(h handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v, err := h(w, r)
+		if err != nil {
+			status := statusOf(err)
+			if status >= 500 {
+				a.log.Error("control API", "method", r.Method, "path", r.URL.Path, "err", err)
+			}
+			writeJSON(w, status, map[string]string{"error": err.Error()})
+			return
+		}
+		if v != nil {
+			writeJSON(w, http.StatusOK, v)
+		}
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// decode reads a JSON body strictly: unknown fields are errors.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequest("request body: %v", err)
+	}
+	return nil
+}
+
+func (a *apiServer) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/version", a.wrap(func(http.ResponseWriter, *http.Request) (any, error) {
+		return map[string]string{"version": version}, nil
+	}))
+	mux.HandleFunc("GET /v1/ports", a.wrap(func(http.ResponseWriter, *http.Request) (any, error) {
+		return a.d.portViews(), nil
+	}))
+	mux.HandleFunc("POST /v1/ports", a.wrap(a.addPort))
+	mux.HandleFunc("GET /v1/ports/{name}", a.wrap(func(_ http.ResponseWriter, r *http.Request) (any, error) {
+		return a.d.portView(r.PathValue("name"))
+	}))
+	mux.HandleFunc("PATCH /v1/ports/{name}", a.wrap(a.setPort))
+	mux.HandleFunc("DELETE /v1/ports/{name}", a.wrap(func(_ http.ResponseWriter, r *http.Request) (any, error) {
+		if err := a.d.deletePort(r.PathValue("name")); err != nil {
+			return nil, err
+		}
+		return map[string]string{"deleted": r.PathValue("name")}, nil
+	}))
+	mux.HandleFunc("POST /v1/ports/{name}/macaddr", a.wrap(a.macaddr))
+	mux.HandleFunc("GET /v1/ports/{name}/capture", a.capture)
+	mux.HandleFunc("GET /v1/stats", a.wrap(func(http.ResponseWriter, *http.Request) (any, error) {
+		return a.d.stats(""), nil
+	}))
+	mux.HandleFunc("GET /v1/stats/{name}", a.wrap(func(_ http.ResponseWriter, r *http.Request) (any, error) {
+		st := a.d.stats(r.PathValue("name"))
+		if len(st.Ports) == 0 {
+			return nil, fmt.Errorf("port %q: %w", r.PathValue("name"), vswitch.ErrNotFound)
+		}
+		return st, nil
+	}))
+	mux.HandleFunc("GET /v1/config", func(w http.ResponseWriter, r *http.Request) {
+		b, err := a.d.runningConfig()
+		if err != nil {
+			writeJSON(w, 500, map[string]string{"error": err.Error()})
+			return
+		}
+		w.Header().Set("Content-Type", "application/yaml")
+		w.Write(b)
+	})
+	mux.HandleFunc("/", a.wrap(func(_ http.ResponseWriter, r *http.Request) (any, error) {
+		return nil, &apiError{http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path)}
+	}))
+	return mux
+}
+
+func (a *apiServer) addPort(_ http.ResponseWriter, r *http.Request) (any, error) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		return nil, badRequest("request body: %v", err)
+	}
+	var probe map[string]any
+	if err := json.Unmarshal(body, &probe); err != nil {
+		return nil, badRequest("request body is not a JSON object: %v", err)
+	}
+	pc, err := a.d.parsePort(body)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.d.addPortLive(pc); err != nil {
+		return nil, err
+	}
+	return a.d.portView(pc.Name)
+}
+
+type portPatch struct {
+	Mode         *string `json:"mode"`
+	MTU          *uint32 `json:"mtu"`
+	Up           *bool   `json:"up"`
+	MAC          *string `json:"mac"`
+	AllMulticast *bool   `json:"allmulticast"`
+}
+
+func (a *apiServer) setPort(_ http.ResponseWriter, r *http.Request) (any, error) {
+	var p portPatch
+	if err := decode(r, &p); err != nil {
+		return nil, err
+	}
+	if err := a.d.setPort(r.PathValue("name"), p); err != nil {
+		return nil, err
+	}
+	return a.d.portView(r.PathValue("name"))
+}
+
+type macaddrReq struct {
+	Op   string   `json:"op"`
+	MACs []string `json:"macs"`
+}
+
+func (a *apiServer) macaddr(_ http.ResponseWriter, r *http.Request) (any, error) {
+	var req macaddrReq
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	ops := map[string]vswitch.SourceOp{"add": vswitch.SourceAdd, "del": vswitch.SourceDel, "flush": vswitch.SourceFlush, "set": vswitch.SourceSet}
+	op, ok := ops[req.Op]
+	if !ok {
+		return nil, badRequest("op %q: want add, del, flush or set", req.Op)
+	}
+	macs := make([]vswitch.MAC, len(req.MACs))
+	for i, s := range req.MACs {
+		m, err := vswitch.ParseMAC(s)
+		if err != nil {
+			return nil, badRequest("macs[%d]: %v", i, err)
+		}
+		macs[i] = m
+	}
+	if (op == vswitch.SourceAdd || op == vswitch.SourceDel) && len(macs) == 0 {
+		return nil, badRequest("op %s needs at least one MAC", req.Op)
+	}
+	if err := a.d.sourceMACs(r.PathValue("name"), op, macs); err != nil {
+		return nil, err
+	}
+	return a.d.portView(r.PathValue("name"))
+}
+
+// capture streams the port's frames as pcap (LINKTYPE_ETHERNET) until the
+// client goes away. ?count=N stops after N frames.
+func (a *apiServer) capture(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	count, _ := strconv.Atoi(r.URL.Query().Get("count"))
+	frames := make(chan []byte, 4096)
+	var dropped atomic.Uint64
+	stop, err := a.d.sniff(name, func(_ bool, pkt *stack.PacketBuffer) {
+		v := pkt.ToView()
+		b := append([]byte(nil), v.AsSlice()...)
+		v.Release()
+		select {
+		case frames <- b:
+		default:
+			dropped.Add(1)
+		}
+	})
+	if err != nil {
+		writeJSON(w, statusOf(err), map[string]string{"error": err.Error()})
+		return
+	}
+	defer stop()
+	w.Header().Set("Content-Type", "application/vnd.tcpdump.pcap")
+	w.WriteHeader(http.StatusOK)
+	fl, _ := w.(http.Flusher)
+	pw := newPcapWriter(w)
+	if err := pw.header(); err != nil {
+		return
+	}
+	if fl != nil {
+		fl.Flush()
+	}
+	n := 0
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case b := <-frames:
+			if err := pw.record(time.Now(), b); err != nil {
+				return
+			}
+			n++
+			if count > 0 && n >= count {
+				if fl != nil {
+					fl.Flush()
+				}
+				return
+			}
+			if len(frames) == 0 && fl != nil {
+				fl.Flush()
+			}
+		}
+	}
+}
+
+// pcapWriter writes the classic libpcap format: what tcpdump, tshark and
+// Wireshark read (pcap-savefile(5)).
+type pcapWriter struct {
+	w   io.Writer
+	buf bytes.Buffer
+}
+
+const pcapSnapLen = 262144
+
+func newPcapWriter(w io.Writer) *pcapWriter { return &pcapWriter{w: w} }
+
+func (p *pcapWriter) header() error {
+	var h [24]byte
+	binary.LittleEndian.PutUint32(h[0:], 0xa1b2c3d4) // microsecond timestamps
+	binary.LittleEndian.PutUint16(h[4:], 2)
+	binary.LittleEndian.PutUint16(h[6:], 4)
+	binary.LittleEndian.PutUint32(h[16:], pcapSnapLen)
+	binary.LittleEndian.PutUint32(h[20:], 1) // LINKTYPE_ETHERNET
+	_, err := p.w.Write(h[:])
+	return err
+}
+
+func (p *pcapWriter) record(ts time.Time, frame []byte) error {
+	var h [16]byte
+	n := min(len(frame), pcapSnapLen)
+	binary.LittleEndian.PutUint32(h[0:], uint32(ts.Unix()))
+	binary.LittleEndian.PutUint32(h[4:], uint32(ts.Nanosecond()/1000))
+	binary.LittleEndian.PutUint32(h[8:], uint32(n))
+	binary.LittleEndian.PutUint32(h[12:], uint32(len(frame)))
+	p.buf.Reset()
+	p.buf.Write(h[:])
+	p.buf.Write(frame[:n])
+	_, err := p.w.Write(p.buf.Bytes())
+	return err
+}
+
+// endpointStats converts an endpoint's counters to named maps.
+func endpointStats(s endpoints.Stats) []map[string]any {
+	out := make([]map[string]any, len(s.Queues))
+	for i, q := range s.Queues {
+		drops := func(v [endpoints.NumDropReasons]uint64) map[string]uint64 {
+			m := map[string]uint64{}
+			for r, n := range v {
+				if n != 0 {
+					m[endpoints.DropReason(r).String()] = n
+				}
+			}
+			return m
+		}
+		vnet := map[string]uint64{}
+		for r, n := range q.VnetErrors {
+			if n != 0 {
+				vnet[endpoints.VnetReason(r).String()] = n
+			}
+		}
+		out[i] = map[string]any{
+			"queue": i, "state": q.State.String(),
+			"rx_packets": q.RxPackets, "rx_bytes": q.RxBytes, "tx_packets": q.TxPackets, "tx_bytes": q.TxBytes,
+			"rx_drops": drops(q.RxDrops), "tx_drops": drops(q.TxDrops), "vnet_errors": vnet,
+			"segmented": q.Segmented, "checksummed": q.Checksummed, "failures": q.Failures,
+		}
+	}
+	return out
+}

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/macvsw/macvsw/config"
+	vswitch "github.com/macvsw/macvsw/switch"
+	"golang.org/x/sys/unix"
+)
+
+func TestPeerCheck(t *testing.T) {
+	me := uint32(os.Geteuid())
+	for _, tc := range []struct {
+		gid  int
+		cred unix.Ucred
+		want bool
+	}{
+		{-1, unix.Ucred{Uid: 0, Gid: 0}, true},
+		{-1, unix.Ucred{Uid: me, Gid: 1234}, true},
+		{-1, unix.Ucred{Uid: 65534, Gid: 65534}, me == 65534},
+		{4321, unix.Ucred{Uid: 65534, Gid: 4321}, true},
+		{4321, unix.Ucred{Uid: 65534, Gid: 65534, Pid: int32(os.Getpid())}, me == 65534},
+	} {
+		a := &apiServer{gid: tc.gid}
+		if got := a.allowed(&tc.cred); got != tc.want {
+			t.Errorf("gid %d, peer %+v: allowed %v, want %v", tc.gid, tc.cred, got, tc.want)
+		}
+	}
+}
+
+func TestStatusOf(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want int
+	}{
+		{fmt.Errorf("x: %w", vswitch.ErrNotFound), http.StatusNotFound},
+		{&vswitch.PortError{Port: "a", Op: "up", Err: vswitch.ErrAddrInUse}, http.StatusConflict},
+		{&vswitch.PortError{Port: "a", Op: "set mtu", Err: vswitch.ErrMTU}, http.StatusBadRequest},
+		{&config.FieldError{Err: config.ErrUnknownKey}, http.StatusBadRequest},
+		{badRequest("nope"), http.StatusBadRequest},
+		{errors.New("boom"), http.StatusInternalServerError},
+	} {
+		if got := statusOf(tc.err); got != tc.want {
+			t.Errorf("statusOf(%v) = %d, want %d", tc.err, got, tc.want)
+		}
+	}
+}
+
+func TestPcapWriter(t *testing.T) {
+	var b bytes.Buffer
+	w := newPcapWriter(&b)
+	if err := w.header(); err != nil {
+		t.Fatal(err)
+	}
+	frame := []byte("0123456789abcdefghijklmnopqrstuvwxyz")
+	if err := w.record(time.Unix(100, 5000), frame); err != nil {
+		t.Fatal(err)
+	}
+	h := b.Bytes()
+	if binary.LittleEndian.Uint32(h[0:]) != 0xa1b2c3d4 || binary.LittleEndian.Uint32(h[20:]) != 1 {
+		t.Errorf("global header % x", h[:24])
+	}
+	r := h[24:]
+	if binary.LittleEndian.Uint32(r[0:]) != 100 || binary.LittleEndian.Uint32(r[4:]) != 5 ||
+		binary.LittleEndian.Uint32(r[8:]) != uint32(len(frame)) || !bytes.Equal(r[16:], frame) {
+		t.Errorf("record % x", r)
+	}
+}

@@ -1,0 +1,466 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/macvsw/macvsw/config"
+)
+
+// Exit statuses of the client commands, for scripts.
+const (
+	exitOK        = 0
+	exitError     = 1 // the daemon refused the request (a 4xx/5xx not listed below)
+	exitUsage     = 2 // bad command line
+	exitNoDaemon  = 3 // cannot reach the control socket
+	exitNotFound  = 4 // no such port (HTTP 404)
+	exitConflict  = 5 // name or MAC in use, passthru exclusivity (HTTP 409)
+	exitForbidden = 6 // the daemon refused this user (HTTP 403)
+)
+
+// exitError carries an exit status out of run.
+type exitErr struct {
+	code int
+	err  error
+}
+
+func (e *exitErr) Error() string { return e.err.Error() }
+func (e *exitErr) Unwrap() error { return e.err }
+
+// client talks to the daemon's control socket.
+type client struct {
+	socket string
+	hc     *http.Client
+}
+
+func newClient(socket string) *client {
+	return &client{socket: socket, hc: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+	}}}
+}
+
+// do sends a request and decodes a JSON answer into out (if non-nil).
+func (c *client) do(ctx context.Context, method, path string, body any, out any) error {
+	resp, err := c.send(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, err = io.Copy(io.Discard, resp.Body)
+		return err
+	}
+	if w, ok := out.(io.Writer); ok {
+		_, err = io.Copy(w, resp.Body)
+		return err
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// send returns a successful response (the caller closes its body), or an
+// error with the exit status the outcome deserves.
+func (c *client) send(ctx context.Context, method, path string, body any) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://macvsw"+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, &exitErr{exitNoDaemon, fmt.Errorf("control socket %s: %w (is macvsw running? --socket)", c.socket, errors.Unwrap(err))}
+	}
+	if resp.StatusCode < 300 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	var e struct {
+		Error string `json:"error"`
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if json.Unmarshal(b, &e) != nil || e.Error == "" {
+		e.Error = strings.TrimSpace(string(b))
+	}
+	code := exitError
+	switch resp.StatusCode {
+	case http.StatusNotFound:
+		code = exitNotFound
+	case http.StatusConflict:
+		code = exitConflict
+	case http.StatusForbidden:
+		code = exitForbidden
+	}
+	return nil, &exitErr{code, errors.New(e.Error)}
+}
+
+// clientFlags registers --socket on fs.
+func clientFlags(fs *flag.FlagSet) *string {
+	def := os.Getenv("MACVSW_SOCKET")
+	if def == "" {
+		def = config.DefaultControlSocket
+	}
+	return fs.String("socket", def, "control socket of the daemon (env MACVSW_SOCKET)")
+}
+
+func newFlagSet(name, usage string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: %s\n\nFlags:\n", usage)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseInterspersed parses flags that may follow positional arguments.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+func cmdPort(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	const usage = `macvsw port list|show|add|del|set|macaddr ...
+
+  macvsw port list [--json]
+  macvsw port show NAME [--json]
+  macvsw port add NAME [--mode M] [--mac MAC] [--mtu N] [--queues N] [--queue-len N]
+                  (--tap-netns PATH [--ifname IF] [--address CIDR]... [--no-offloads] | --afpacket IF)
+  macvsw port add --entry '{"name": ..., "tap": {...}}'  (a config port entry, JSON)
+  macvsw port del NAME
+  macvsw port set NAME [--mode M] [--mtu N] [--mac MAC] [--up|--down] [--allmulticast=BOOL]
+  macvsw port macaddr NAME add|del|flush|set [MAC...]`
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprintln(stderr, "Usage: "+usage)
+		if len(args) == 0 {
+			return errUsage
+		}
+		return flag.ErrHelp
+	}
+	sub, args := args[0], args[1:]
+	fs := newFlagSet("macvsw port "+sub, usage, stderr)
+	socket := clientFlags(fs)
+	asJSON := fs.Bool("json", false, "print JSON (list, show); with add: the port entry as JSON")
+	var p struct {
+		mode, mac, netns, ifname, afpacket, jsonEntry string
+		mtu, queues, queueLen                         int
+		addrs                                         multiFlag
+		noOffloads, up, down                          bool
+		allmulti                                      string
+	}
+	if sub == "add" {
+		fs.StringVar(&p.mode, "mode", "", "private, vepa, bridge, passthru or source (default vepa)")
+		fs.StringVar(&p.mac, "mac", "", "port MAC (default random)")
+		fs.IntVar(&p.mtu, "mtu", 0, "port MTU (default the lower's)")
+		fs.IntVar(&p.queues, "queues", 0, "queues (default 1)")
+		fs.IntVar(&p.queueLen, "queue-len", 0, "frames per queue (default 1000)")
+		fs.StringVar(&p.netns, "tap-netns", "", "tap port: network namespace path")
+		fs.StringVar(&p.ifname, "ifname", "", "tap port: interface name in the namespace (default the port name)")
+		fs.Var(&p.addrs, "address", "tap port: address CIDR (repeatable)")
+		fs.BoolVar(&p.noOffloads, "no-offloads", false, "tap port: no virtio-net offloads")
+		fs.StringVar(&p.afpacket, "afpacket", "", "AF_PACKET port: existing interface")
+		fs.StringVar(&p.jsonEntry, "entry", "", "the whole port entry as JSON")
+	}
+	if sub == "set" {
+		fs.StringVar(&p.mode, "mode", "", "new mode")
+		fs.StringVar(&p.mac, "mac", "", "new MAC")
+		fs.IntVar(&p.mtu, "mtu", 0, "new MTU")
+		fs.BoolVar(&p.up, "up", false, "bring the port up")
+		fs.BoolVar(&p.down, "down", false, "take the port down")
+		fs.StringVar(&p.allmulti, "allmulticast", "", "true or false")
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	c := newClient(*socket)
+	need := func(n int) error {
+		if len(pos) < n {
+			fs.Usage()
+			return errUsage
+		}
+		return nil
+	}
+	switch sub {
+	case "list":
+		var ports []PortView
+		if err := c.do(ctx, "GET", "/v1/ports", nil, &ports); err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(stdout, ports)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tKIND\tINTERFACE\tMODE\tMAC\tMTU\tSTATE\tQUEUES")
+		for _, v := range ports {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\n", v.Name, v.Kind, v.Interface, v.Mode, v.MAC, v.MTU, state(v), v.Queues)
+		}
+		return tw.Flush()
+	case "show":
+		if err := need(1); err != nil {
+			return err
+		}
+		var v PortView
+		if err := c.do(ctx, "GET", "/v1/ports/"+url.PathEscape(pos[0]), nil, &v); err != nil {
+			return err
+		}
+		return printJSON(stdout, v)
+	case "add":
+		var entry any
+		if p.jsonEntry != "" {
+			if err := json.Unmarshal([]byte(p.jsonEntry), &entry); err != nil {
+				return &exitErr{exitUsage, fmt.Errorf("--entry: %w", err)}
+			}
+		} else {
+			if err := need(1); err != nil {
+				return err
+			}
+			e := map[string]any{"name": pos[0]}
+			set := func(k string, v any, ok bool) {
+				if ok {
+					e[k] = v
+				}
+			}
+			set("mode", p.mode, p.mode != "")
+			set("mac", p.mac, p.mac != "")
+			set("mtu", p.mtu, p.mtu != 0)
+			set("queues", p.queues, p.queues != 0)
+			set("queue_len", p.queueLen, p.queueLen != 0)
+			if p.netns != "" {
+				tap := map[string]any{"netns": p.netns, "offloads": !p.noOffloads}
+				set := func(k string, v any, ok bool) {
+					if ok {
+						tap[k] = v
+					}
+				}
+				set("ifname", p.ifname, p.ifname != "")
+				set("addresses", []string(p.addrs), len(p.addrs) > 0)
+				e["tap"] = tap
+			}
+			if p.afpacket != "" {
+				e["afpacket"] = map[string]any{"interface": p.afpacket}
+			}
+			entry = e
+		}
+		var v PortView
+		if err := c.do(ctx, "POST", "/v1/ports", entry, &v); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "port %s added (%s %s, %s)\n", v.Name, v.Kind, v.Interface, v.MAC)
+		return nil
+	case "del":
+		if err := need(1); err != nil {
+			return err
+		}
+		return c.do(ctx, "DELETE", "/v1/ports/"+url.PathEscape(pos[0]), nil, nil)
+	case "set":
+		if err := need(1); err != nil {
+			return err
+		}
+		patch := map[string]any{}
+		if p.mode != "" {
+			patch["mode"] = p.mode
+		}
+		if p.mac != "" {
+			patch["mac"] = p.mac
+		}
+		if p.mtu != 0 {
+			patch["mtu"] = p.mtu
+		}
+		if p.up && p.down {
+			return &exitErr{exitUsage, errors.New("--up and --down together")}
+		}
+		if p.up || p.down {
+			patch["up"] = p.up
+		}
+		switch p.allmulti {
+		case "":
+		case "true", "false":
+			patch["allmulticast"] = p.allmulti == "true"
+		default:
+			return &exitErr{exitUsage, fmt.Errorf("--allmulticast %q: want true or false", p.allmulti)}
+		}
+		if len(patch) == 0 {
+			fs.Usage()
+			return errUsage
+		}
+		return c.do(ctx, "PATCH", "/v1/ports/"+url.PathEscape(pos[0]), patch, nil)
+	case "macaddr":
+		if err := need(2); err != nil {
+			return err
+		}
+		macs := pos[2:]
+		if macs == nil {
+			macs = []string{}
+		}
+		return c.do(ctx, "POST", "/v1/ports/"+url.PathEscape(pos[0])+"/macaddr", map[string]any{"op": pos[1], "macs": macs}, nil)
+	}
+	fmt.Fprintf(stderr, "macvsw port: unknown subcommand %q\n", sub)
+	return errUsage
+}
+
+func state(v PortView) string {
+	switch {
+	case !v.Up:
+		return "down"
+	case !v.Carrier:
+		return "no-carrier"
+	}
+	return "up"
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func cmdStats(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("macvsw stats", "macvsw stats [PORT] [--json]", stderr)
+	socket := clientFlags(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	path := "/v1/stats"
+	if len(pos) > 0 {
+		path += "/" + url.PathEscape(pos[0])
+	}
+	var st Stats
+	if err := newClient(*socket).do(ctx, "GET", path, nil, &st); err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(stdout, st)
+	}
+	printStats(stdout, st, len(pos) == 0)
+	return nil
+}
+
+// printStats prints counters in the spirit of `ip -s link`: per port, its
+// RX/TX lines, every non-zero drop reason, then per queue.
+func printStats(w io.Writer, st Stats, withSwitch bool) {
+	if withSwitch {
+		s := st.Switch
+		fmt.Fprintf(w, "switch: accepted %d forwarded %d defrag merged %d pending %d reassembled %d\n", s.Accepted, s.Forwarded, s.Merged, s.Pending, s.Reassembled)
+		fmt.Fprintf(w, "    drops: %s\n", dropList(s.Drops))
+		fmt.Fprintf(w, "    broadcast queue: %d/%d queued, %d enqueued, %d dropped\n", s.Broadcast.Len, s.Broadcast.Cap, s.Broadcast.Enqueued, s.Broadcast.Dropped)
+		l := st.Lower
+		fmt.Fprintf(w, "lower: %s mtu %d %s\n", l.MAC, l.MTU, map[bool]string{true: "up", false: "down"}[l.Up])
+		fmt.Fprintf(w, "    RX: packets %d bytes %d dropped %d (%s)\n", l.RxPackets, l.RxBytes, l.RxDropped, dropList(l.RxDrops))
+		fmt.Fprintf(w, "    TX: packets %d bytes %d dropped %d (%s)\n", l.TxPackets, l.TxBytes, l.TxDropped, dropList(l.TxDrops))
+	}
+	names := make([]string, 0, len(st.Ports))
+	for n := range st.Ports {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		p := st.Ports[n]
+		s := p.Switch
+		fmt.Fprintf(w, "%s: %s %s %s mtu %d %s queues %d\n", n, p.Port.Kind, p.Port.Interface, p.Port.Mode, p.Port.MTU, state(p.Port), p.Port.Queues)
+		fmt.Fprintf(w, "    RX: packets %d bytes %d multicast %d errors %d dropped %d\n", s.RxPackets, s.RxBytes, s.Multicast, s.RxErrors, s.RxDropped)
+		fmt.Fprintf(w, "        drops: %s\n", dropList(s.RxDrops))
+		fmt.Fprintf(w, "    TX: packets %d bytes %d dropped %d\n", s.TxPackets, s.TxBytes, s.TxDropped)
+		fmt.Fprintf(w, "        drops: %s\n", dropList(s.TxDrops))
+		fmt.Fprintf(w, "    link: written %d refused %d\n", p.Link.Written, p.Link.WriteErrors)
+		for _, q := range s.Queues {
+			fmt.Fprintf(w, "    queue %d: %s len %d/%d packets %d bytes %d dropped %d\n", q.Index, map[bool]string{true: "attached", false: "detached"}[q.Attached], q.Len, q.Limit, q.Packets, q.Bytes, q.Dropped)
+		}
+		for _, q := range p.Endpoint {
+			fmt.Fprintf(w, "    endpoint queue %v: %v rx %v tx %v rx_drops %v tx_drops %v vnet_errors %v\n",
+				q["queue"], q["state"], q["rx_packets"], q["tx_packets"], q["rx_drops"], q["tx_drops"], q["vnet_errors"])
+		}
+	}
+}
+
+// dropList prints every drop reason, zero or not, so a reader sees what
+// is counted.
+func dropList(m map[string]uint64) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%d", k, m[k])
+	}
+	return b.String()
+}
+
+func cmdCapture(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("macvsw capture", "macvsw capture PORT [-w FILE] [-c COUNT]\n\nWrites the port's frames (both directions) as pcap to FILE, or to stdout:\n  macvsw capture p1 | tshark -r -", stderr)
+	socket := clientFlags(fs)
+	file := fs.String("w", "", "write to FILE instead of stdout")
+	count := fs.Int("c", 0, "stop after COUNT frames")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	out := stdout
+	if *file != "" {
+		f, err := os.Create(*file)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		out = f
+	}
+	path := fmt.Sprintf("/v1/ports/%s/capture?count=%d", url.PathEscape(pos[0]), *count)
+	resp, err := newClient(*socket).send(ctx, "GET", path, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(out, resp.Body)
+	if ctx.Err() != nil {
+		return nil // interrupted: the pcap so far is complete
+	}
+	return err
+}

@@ -1,0 +1,222 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/macvsw/macvsw/tests/netlab"
+)
+
+// cli runs the macvsw binary as a client of lab l and returns its stdout,
+// stderr and exit status.
+func (l *lab) cli(args ...string) (string, string, int) {
+	cmd := exec.Command(macvswBin, args...)
+	cmd.Env = append(os.Environ(), "MACVSW_SOCKET="+l.sock)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		l.t.Fatalf("macvsw %v: %v", args, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// api sends one raw request to the control socket.
+func (l *lab) api(method, path, body string) (int, string) {
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", l.sock)
+	}}}
+	req, _ := http.NewRequest(method, "http://macvsw"+path, strings.NewReader(body))
+	resp, err := hc.Do(req)
+	if err != nil {
+		l.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// udpBackground runs bounded-rate UDP from sandbox 0 to sandbox 1 for secs
+// seconds and returns a function that waits for the result.
+func (l *lab) udpBackground(secs int) func() netlab.IperfResult {
+	done := make(chan netlab.IperfResult, 1)
+	go func() {
+		r, err := l.topo.Lab.Iperf(l.sb[1], l.sb[0], netlab.SandboxIP4(1), secs, "-u", "-b", "20M")
+		if err != nil {
+			l.t.Errorf("background iperf3: %v", err)
+		}
+		done <- r
+	}()
+	return func() netlab.IperfResult { return <-done }
+}
+
+// TestNetnsDaemonCLI drives a running daemon through its CLI: ports added
+// and removed while UDP flows between two other ports with no loss, bad
+// requests refused with a JSON error and no change, a capture that tshark
+// reads, and SIGHUP reload.
+func TestNetnsDaemonCLI(t *testing.T) {
+	requireNetns(t)
+	m := macvswLab(t, false, []sandboxSpec{{mode: "bridge"}, {mode: "bridge"}})
+	lab := m.topo.Lab
+
+	out, _, code := m.cli("port", "list")
+	if code != 0 || !strings.Contains(out, "p0") || !strings.Contains(out, "p1") {
+		t.Fatalf("port list (exit %d):\n%s", code, out)
+	}
+
+	// Add and delete a port while traffic flows between p0 and p1.
+	sb2, err := lab.AddNS("sb2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait := m.udpBackground(4)
+	time.Sleep(500 * time.Millisecond)
+	out, errs, code := m.cli("port", "add", "p2", "--mode", "bridge", "--mac", netlab.SandboxMAC(2),
+		"--tap-netns", netlab.Path(sb2), "--ifname", "eth0", "--address", netlab.SandboxIP4(2)+"/24")
+	if code != 0 {
+		t.Fatalf("port add: exit %d: %s%s", code, out, errs)
+	}
+	if err := m.topo.WaitLink(sb2, "eth0", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !lab.Ping(sb2, netlab.SandboxIP4(0), 2*time.Second) {
+		t.Error("the added port cannot reach p0")
+	}
+	if _, errs, code := m.cli("port", "del", "p2"); code != 0 {
+		t.Fatalf("port del: exit %d: %s", code, errs)
+	}
+	if r := wait(); r.Lost != 0 || r.Packets == 0 {
+		t.Errorf("UDP between untouched ports while adding/removing p2: %d of %d lost", r.Lost, r.Packets)
+	}
+
+	// Refusals: exit codes and messages, and nothing changed.
+	if _, errs, code := m.cli("port", "set", "p0", "--mtu", "9999"); code != 1 || !strings.Contains(errs, "MTU") {
+		t.Errorf("MTU above the lower: exit %d, %q; want 1 and an MTU error", code, errs)
+	}
+	if _, errs, code := m.cli("port", "del", "nosuch"); code != 4 {
+		t.Errorf("deleting a missing port: exit %d, %q; want 4", code, errs)
+	}
+	if _, errs, code := m.cli("port", "set", "p1", "--mac", netlab.SandboxMAC(0)); code != 5 {
+		t.Errorf("taking p0's MAC: exit %d, %q; want 5", code, errs)
+	}
+	if _, errs, code := m.cli("port", "macaddr", "p0", "add", netlab.HostMAC); code != 1 || !strings.Contains(errs, "source mode") {
+		t.Errorf("macaddr on a bridge port: exit %d, %q", code, errs)
+	}
+	before, _, _ := m.cli("port", "list", "--json")
+	for _, tc := range []struct {
+		method, path, body string
+		status             int
+	}{
+		{"POST", "/v1/ports", `{"name": "x", "bogus": 1, "afpacket": {"interface": "low"}}`, 400},
+		{"POST", "/v1/ports", `not json`, 400},
+		{"POST", "/v1/ports", `{"name": "p9", "mac": "zz:00:00:00:00:01", "tap": {"netns": "/var/run/netns/nope"}}`, 400},
+		{"PATCH", "/v1/ports/p0", `{"mtu": "big"}`, 400},
+		{"PATCH", "/v1/ports/p0", `{"mode": "passthru"}`, 409},
+		{"POST", "/v1/ports/p0/macaddr", `{"op": "explode", "macs": []}`, 400},
+		{"GET", "/v1/nothing", ``, 404},
+	} {
+		status, body := m.api(tc.method, tc.path, tc.body)
+		var e struct{ Error string }
+		if status != tc.status || json.Unmarshal([]byte(body), &e) != nil || e.Error == "" {
+			t.Errorf("%s %s %s: %d %s; want %d with a JSON error", tc.method, tc.path, tc.body, status, body, tc.status)
+		}
+	}
+	if after, _, _ := m.cli("port", "list", "--json"); after != before {
+		t.Errorf("refused requests changed the ports:\n%s\n%s", before, after)
+	}
+
+	// A non-root peer is refused.
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", macvswBin, "port", "list", "--socket", m.sock)
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(strings.ToLower(string(out)), "permission denied") {
+		t.Errorf("uid 65534 on the control socket: %v %s", err, out)
+	}
+
+	// Capture: five frames of a ping, read back by tshark.
+	pcap := filepath.Join(t.TempDir(), "p0.pcap")
+	capDone := make(chan string, 1)
+	go func() {
+		_, errs, code := m.cli("capture", "p0", "-w", pcap, "-c", "4")
+		capDone <- fmt.Sprintf("%d %s", code, errs)
+	}()
+	time.Sleep(300 * time.Millisecond)
+	lab.Exec(m.sb[0], "ping", "-c", "3", "-i", "0.2", netlab.SandboxIP4(1))
+	select {
+	case res := <-capDone:
+		if !strings.HasPrefix(res, "0 ") {
+			t.Fatalf("capture: %s", res)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("capture did not finish")
+	}
+	tsh, err := exec.Command("tshark", "-r", pcap, "-T", "fields", "-e", "eth.src", "-e", "icmp.type").Output()
+	if err != nil {
+		t.Fatalf("tshark -r: %v\n%s", err, tsh)
+	}
+	lines := strings.Split(strings.TrimSpace(string(tsh)), "\n")
+	if len(lines) != 4 || !strings.Contains(string(tsh), netlab.SandboxMAC(0)) || !strings.Contains(string(tsh), "\t8") || !strings.Contains(string(tsh), "\t0") {
+		t.Errorf("tshark read of the capture:\n%s", tsh)
+	}
+
+	// Stats: every drop reason listed; JSON parses.
+	out, _, code = m.cli("stats")
+	if code != 0 || !strings.Contains(out, "queue_full=") || !strings.Contains(out, "p0:") {
+		t.Errorf("stats (exit %d):\n%s", code, out)
+	}
+	out, _, _ = m.cli("stats", "p1", "--json")
+	var st struct {
+		Ports map[string]struct {
+			Switch struct{ RxPackets uint64 `json:"rx_packets"` }
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Ports["p1"].Switch.RxPackets == 0 {
+		t.Errorf("stats p1 --json: %v\n%s", err, out)
+	}
+
+	// SIGHUP: the file gains p3; p0 and p1 keep forwarding without loss.
+	sb3, err := lab.AddNS("sb3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := m.text + fmt.Sprintf("  - name: p3\n    mode: bridge\n    mac: %s\n    tap: {netns: %s, ifname: eth0, addresses: [%s/24]}\n",
+		netlab.SandboxMAC(3), netlab.Path(sb3), netlab.SandboxIP4(3))
+	if err := os.WriteFile(m.cfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wait = m.udpBackground(3)
+	time.Sleep(500 * time.Millisecond)
+	m.d.Process.Signal(syscall.SIGHUP)
+	if err := m.topo.WaitLink(sb3, "eth0", 5*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, m.dlog.String())
+	}
+	if r := wait(); r.Lost != 0 || r.Packets == 0 {
+		t.Errorf("UDP between untouched ports during SIGHUP reload: %d of %d lost", r.Lost, r.Packets)
+	}
+	if out, _, _ := m.cli("port", "list"); !strings.Contains(out, "p3") {
+		t.Errorf("after reload:\n%s", out)
+	}
+	m.stop()
+	// The daemon removed the taps it created and its socket.
+	if _, err := os.Stat(m.sock); err == nil {
+		t.Error("control socket left behind")
+	}
+	if err := lab.IP(sb3, "link", "show", "eth0"); err == nil {
+		t.Error("tap of p3 left behind after shutdown")
+	}
+}
