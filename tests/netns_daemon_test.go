@@ -182,7 +182,9 @@ func TestNetnsDaemonCLI(t *testing.T) {
 	out, _, _ = m.cli("stats", "p1", "--json")
 	var st struct {
 		Ports map[string]struct {
-			Switch struct{ RxPackets uint64 `json:"rx_packets"` }
+			Switch struct {
+				RxPackets uint64 `json:"rx_packets"`
+			}
 		}
 	}
 	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Ports["p1"].Switch.RxPackets == 0 {
