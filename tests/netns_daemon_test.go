@@ -191,6 +191,40 @@ func TestNetnsDaemonCLI(t *testing.T) {
 		t.Errorf("stats p1 --json: %v\n%s", err, out)
 	}
 
+	// Metrics: the switch's counters for p0's transmissions and p1's
+	// receptions equal what the kernel counted on the sandboxes' taps.
+	scrape := func() map[string]float64 {
+		out, err := lab.Exec(m.topo.SW, "curl", "-sf", "http://127.0.0.1:9464/metrics")
+		if err != nil {
+			t.Fatalf("scrape: %v", err)
+		}
+		v := map[string]float64{}
+		for _, line := range strings.Split(out, "\n") {
+			if strings.HasPrefix(line, "#") || line == "" {
+				continue
+			}
+			k, val, _ := strings.Cut(line, " ")
+			var f float64
+			fmt.Sscan(val, &f)
+			v[k] = f
+		}
+		return v
+	}
+	lab.Exec(m.sb[0], "ping", "-c", "5", "-i", "0.1", netlab.SandboxIP4(1))
+	time.Sleep(200 * time.Millisecond)
+	mv := scrape()
+	sent, _ := lab.LinkStat(m.sb[0], "eth0", "tx_packets")
+	got, _ := lab.LinkStat(m.sb[1], "eth0", "rx_packets")
+	if tx := mv[`macvsw_port_packets_total{direction="tx",port="p0"}`]; uint64(tx) != sent {
+		t.Errorf("metrics: p0 tx %v, sandbox 0 sent %d", tx, sent)
+	}
+	if rx := mv[`macvsw_port_packets_total{direction="rx",port="p1"}`]; uint64(rx) != got {
+		t.Errorf("metrics: p1 rx %v, sandbox 1 received %d", rx, got)
+	}
+	if _, ok := mv[`macvsw_port_drops_total{direction="rx",port="p0",reason="queue_full"}`]; !ok {
+		t.Error("metrics lack the per-reason drop counters")
+	}
+
 	// SIGHUP: the file gains p3; p0 and p1 keep forwarding without loss.
 	sb3, err := lab.AddNS("sb3")
 	if err != nil {

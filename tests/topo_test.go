@@ -112,7 +112,7 @@ func macvswLab(t *testing.T, hairpin bool, specs []sandboxSpec) *lab {
 	}
 	var cfg strings.Builder
 	l.sock = "/run/" + topo.Lab.Prefix + ".sock"
-	fmt.Fprintf(&cfg, "lower: {interface: %s, queues: 2}\ncontrol: {socket: %s}\nlog: {level: debug}\nports:\n", netlab.Lower, l.sock)
+	fmt.Fprintf(&cfg, "lower: {interface: %s, queues: 2}\ncontrol: {socket: %s}\nmetrics: {listen: \"127.0.0.1:9464\"}\nlog: {level: debug}\nports:\n", netlab.Lower, l.sock)
 	for i, s := range specs {
 		fmt.Fprintf(&cfg, "  - name: p%d\n    mode: %s\n    mac: %s\n", i, s.mode, netlab.SandboxMAC(i))
 		if s.queues > 0 {

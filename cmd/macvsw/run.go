@@ -69,6 +69,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer api.close()
+	if cfg.Metrics.Listen != "" {
+		stopMetrics, err := startMetrics(d, cfg.Metrics.Listen, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
