@@ -24,7 +24,7 @@ import (
 // stderr and exit status.
 func (l *lab) cli(args ...string) (string, string, int) {
 	cmd := exec.Command(macvswBin, args...)
-	cmd.Env = append(os.Environ(), "MACVSW_SOCKET="+l.sock)
+	cmd.Env = append(os.Environ(), "MACVSW_SOCKET="+l.Socket)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -41,7 +41,7 @@ func (l *lab) cli(args ...string) (string, string, int) {
 // api sends one raw request to the control socket.
 func (l *lab) api(method, path, body string) (int, string) {
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", l.sock)
+		return (&net.Dialer{}).DialContext(ctx, "unix", l.Socket)
 	}}}
 	req, _ := http.NewRequest(method, "http://macvsw"+path, strings.NewReader(body))
 	resp, err := hc.Do(req)
@@ -58,7 +58,7 @@ func (l *lab) api(method, path, body string) (int, string) {
 func (l *lab) udpBackground(secs int) func() netlab.IperfResult {
 	done := make(chan netlab.IperfResult, 1)
 	go func() {
-		r, err := l.topo.Lab.Iperf(l.sb[1], l.sb[0], netlab.SandboxIP4(1), secs, "-u", "-b", "20M")
+		r, err := l.Lab.Iperf(l.Sandboxes[1], l.Sandboxes[0], netlab.SandboxIP4(1), secs, "-u", "-b", "20M")
 		if err != nil {
 			l.t.Errorf("background iperf3: %v", err)
 		}
@@ -73,8 +73,8 @@ func (l *lab) udpBackground(secs int) func() netlab.IperfResult {
 // reads, and SIGHUP reload.
 func TestNetnsDaemonCLI(t *testing.T) {
 	requireNetns(t)
-	m := macvswLab(t, false, []sandboxSpec{{mode: "bridge"}, {mode: "bridge"}})
-	lab := m.topo.Lab
+	m := macvswLab(t, false, []sandboxSpec{{Mode: "bridge"}, {Mode: "bridge"}})
+	lab := m.Lab
 
 	out, _, code := m.cli("port", "list")
 	if code != 0 || !strings.Contains(out, "p0") || !strings.Contains(out, "p1") {
@@ -93,7 +93,7 @@ func TestNetnsDaemonCLI(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("port add: exit %d: %s%s", code, out, errs)
 	}
-	if err := m.topo.WaitLink(sb2, "eth0", 5*time.Second); err != nil {
+	if err := m.Topo.WaitLink(sb2, "eth0", 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if !lab.Ping(sb2, netlab.SandboxIP4(0), 2*time.Second) {
@@ -143,7 +143,7 @@ func TestNetnsDaemonCLI(t *testing.T) {
 	}
 
 	// A non-root peer is refused.
-	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", macvswBin, "port", "list", "--socket", m.sock)
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", macvswBin, "port", "list", "--socket", m.Socket)
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(strings.ToLower(string(out)), "permission denied") {
 		t.Errorf("uid 65534 on the control socket: %v %s", err, out)
 	}
@@ -156,7 +156,7 @@ func TestNetnsDaemonCLI(t *testing.T) {
 		capDone <- fmt.Sprintf("%d %s", code, errs)
 	}()
 	time.Sleep(300 * time.Millisecond)
-	lab.Exec(m.sb[0], "ping", "-c", "3", "-i", "0.2", netlab.SandboxIP4(1))
+	lab.Exec(m.Sandboxes[0], "ping", "-c", "3", "-i", "0.2", netlab.SandboxIP4(1))
 	select {
 	case res := <-capDone:
 		if !strings.HasPrefix(res, "0 ") {
@@ -194,7 +194,7 @@ func TestNetnsDaemonCLI(t *testing.T) {
 	// Metrics: the switch's counters for p0's transmissions and p1's
 	// receptions equal what the kernel counted on the sandboxes' taps.
 	scrape := func() map[string]float64 {
-		out, err := lab.Exec(m.topo.SW, "curl", "-sf", "http://127.0.0.1:9464/metrics")
+		out, err := lab.Exec(m.Topo.SW, "curl", "-sf", "http://127.0.0.1:9464/metrics")
 		if err != nil {
 			t.Fatalf("scrape: %v", err)
 		}
@@ -210,11 +210,11 @@ func TestNetnsDaemonCLI(t *testing.T) {
 		}
 		return v
 	}
-	lab.Exec(m.sb[0], "ping", "-c", "5", "-i", "0.1", netlab.SandboxIP4(1))
+	lab.Exec(m.Sandboxes[0], "ping", "-c", "5", "-i", "0.1", netlab.SandboxIP4(1))
 	time.Sleep(200 * time.Millisecond)
 	mv := scrape()
-	sent, _ := lab.LinkStat(m.sb[0], "eth0", "tx_packets")
-	got, _ := lab.LinkStat(m.sb[1], "eth0", "rx_packets")
+	sent, _ := lab.LinkStat(m.Sandboxes[0], "eth0", "tx_packets")
+	got, _ := lab.LinkStat(m.Sandboxes[1], "eth0", "rx_packets")
 	if tx := mv[`macvsw_port_packets_total{direction="tx",port="p0"}`]; uint64(tx) != sent {
 		t.Errorf("metrics: p0 tx %v, sandbox 0 sent %d", tx, sent)
 	}
@@ -230,16 +230,16 @@ func TestNetnsDaemonCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	text := m.text + fmt.Sprintf("  - name: p3\n    mode: bridge\n    mac: %s\n    tap: {netns: %s, ifname: eth0, addresses: [%s/24]}\n",
+	text := m.ConfigText + fmt.Sprintf("  - name: p3\n    mode: bridge\n    mac: %s\n    tap: {netns: %s, ifname: eth0, addresses: [%s/24]}\n",
 		netlab.SandboxMAC(3), netlab.Path(sb3), netlab.SandboxIP4(3))
-	if err := os.WriteFile(m.cfg, []byte(text), 0o600); err != nil {
+	if err := os.WriteFile(m.ConfigPath, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	wait = m.udpBackground(3)
 	time.Sleep(500 * time.Millisecond)
-	m.d.Process.Signal(syscall.SIGHUP)
-	if err := m.topo.WaitLink(sb3, "eth0", 5*time.Second); err != nil {
-		t.Fatalf("%v\n%s", err, m.dlog.String())
+	m.Daemon.Process.Signal(syscall.SIGHUP)
+	if err := m.Topo.WaitLink(sb3, "eth0", 5*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, m.Log.String())
 	}
 	if r := wait(); r.Lost != 0 || r.Packets == 0 {
 		t.Errorf("UDP between untouched ports during SIGHUP reload: %d of %d lost", r.Lost, r.Packets)
@@ -249,7 +249,7 @@ func TestNetnsDaemonCLI(t *testing.T) {
 	}
 	m.stop()
 	// The daemon removed the taps it created and its socket.
-	if _, err := os.Stat(m.sock); err == nil {
+	if _, err := os.Stat(m.Socket); err == nil {
 		t.Error("control socket left behind")
 	}
 	if err := lab.IP(sb3, "link", "show", "eth0"); err == nil {

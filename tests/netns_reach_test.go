@@ -22,13 +22,13 @@ func TestNetnsReachability(t *testing.T) {
 		specs   []sandboxSpec
 		extra   []string
 	}{
-		{name: "bridge", specs: []sandboxSpec{{mode: "bridge"}, {mode: "bridge"}, {mode: "bridge", kind: "afpacket"}},
+		{name: "bridge", specs: []sandboxSpec{{Mode: "bridge"}, {Mode: "bridge"}, {Mode: "bridge", Kind: "afpacket"}},
 			extra: []string{"0>2", "2>1/6", "2>host"}},
-		{name: "vepa-hairpin-off", specs: []sandboxSpec{{mode: "vepa"}, {mode: "vepa"}}},
-		{name: "vepa-hairpin-on", hairpin: true, specs: []sandboxSpec{{mode: "vepa"}, {mode: "vepa"}, {mode: "vepa", kind: "afpacket"}},
+		{name: "vepa-hairpin-off", specs: []sandboxSpec{{Mode: "vepa"}, {Mode: "vepa"}}},
+		{name: "vepa-hairpin-on", hairpin: true, specs: []sandboxSpec{{Mode: "vepa"}, {Mode: "vepa"}, {Mode: "vepa", Kind: "afpacket"}},
 			extra: []string{"2>0", "0>2/6"}},
-		{name: "private-hairpin-on", hairpin: true, specs: []sandboxSpec{{mode: "private"}, {mode: "private"}}},
-		{name: "source", specs: []sandboxSpec{{mode: "source", sources: []string{netlab.HostMAC}}, {mode: "bridge"}}},
+		{name: "private-hairpin-on", hairpin: true, specs: []sandboxSpec{{Mode: "private"}, {Mode: "private"}}},
+		{name: "source", specs: []sandboxSpec{{Mode: "source", Sources: []string{netlab.HostMAC}}, {Mode: "bridge"}}},
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
@@ -37,15 +37,15 @@ func TestNetnsReachability(t *testing.T) {
 			func() {
 				k := kernelLab(t, sc.hairpin, sc.specs)
 				for _, p := range all {
-					want[p] = k.reach(p)
+					want[p] = k.Reach(p)
 				}
-				k.topo.Lab.Close()
+				k.Close()
 			}()
 			m := macvswLab(t, sc.hairpin, sc.specs)
 			var table strings.Builder
 			fmt.Fprintf(&table, "%-10s %-7s %-7s\n", "probe", "kernel", "macvsw")
 			for _, p := range all {
-				got := m.reach(p)
+				got := m.Reach(p)
 				verdict := ""
 				if got != want[p] {
 					verdict = "  DIFFERS"

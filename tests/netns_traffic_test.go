@@ -34,16 +34,16 @@ func TestNetnsIperf(t *testing.T) {
 	if testing.Short() {
 		t.Skip("moves traffic for several seconds")
 	}
-	m := macvswLab(t, false, []sandboxSpec{{mode: "bridge"}, {mode: "bridge"}})
-	lab := m.topo.Lab
+	m := macvswLab(t, false, []sandboxSpec{{Mode: "bridge"}, {Mode: "bridge"}})
+	lab := m.Lab
 	for _, tc := range []struct {
 		name, server, client, dst string
 		v6, checkGSO              bool
 	}{
-		{"sandbox to sandbox v4", m.sb[1], m.sb[0], netlab.SandboxIP4(1), false, true},
-		{"sandbox to sandbox v6", m.sb[1], m.sb[0], netlab.SandboxIP6(1), true, true},
-		{"sandbox to LAN host v4", m.topo.Host, m.sb[0], netlab.HostIP4, false, false},
-		{"LAN host to sandbox v6", m.sb[0], m.topo.Host, netlab.SandboxIP6(0), true, false},
+		{"sandbox to sandbox v4", m.Sandboxes[1], m.Sandboxes[0], netlab.SandboxIP4(1), false, true},
+		{"sandbox to sandbox v6", m.Sandboxes[1], m.Sandboxes[0], netlab.SandboxIP6(1), true, true},
+		{"sandbox to LAN host v4", m.Topo.Host, m.Sandboxes[0], netlab.HostIP4, false, false},
+		{"LAN host to sandbox v6", m.Sandboxes[0], m.Topo.Host, netlab.SandboxIP6(0), true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, b0, p0 := avgRxFrame(t, lab, tc.server, 0, 0)
@@ -53,7 +53,7 @@ func TestNetnsIperf(t *testing.T) {
 			}
 			r, err := lab.Iperf(tc.server, tc.client, tc.dst, 2, extra...)
 			if err != nil {
-				t.Fatalf("iperf3: %v\n%s", err, m.dlog.String())
+				t.Fatalf("iperf3: %v\n%s", err, m.Log.String())
 			}
 			if r.Gbps <= 0 {
 				t.Fatalf("iperf3 moved nothing: %+v", r)
@@ -74,19 +74,19 @@ func TestNetnsIperf(t *testing.T) {
 // software. The receiving kernel validates every checksum.
 func TestNetnsOffloadsOff(t *testing.T) {
 	requireNetns(t)
-	m := macvswLab(t, false, []sandboxSpec{{mode: "bridge"}, {mode: "bridge", noOffl: true}})
-	lab := m.topo.Lab
+	m := macvswLab(t, false, []sandboxSpec{{Mode: "bridge"}, {Mode: "bridge", NoOffloads: true}})
+	lab := m.Lab
 	csumErrs := func() string {
-		out, _ := lab.Exec(m.sb[1], "cat", "/proc/net/snmp")
+		out, _ := lab.Exec(m.Sandboxes[1], "cat", "/proc/net/snmp")
 		return tcpInCsumErrors(out)
 	}
 	before := csumErrs()
-	_, b0, p0 := avgRxFrame(t, lab, m.sb[1], 0, 0)
-	r, err := lab.Iperf(m.sb[1], m.sb[0], netlab.SandboxIP4(1), 2)
+	_, b0, p0 := avgRxFrame(t, lab, m.Sandboxes[1], 0, 0)
+	r, err := lab.Iperf(m.Sandboxes[1], m.Sandboxes[0], netlab.SandboxIP4(1), 2)
 	if err != nil {
-		t.Fatalf("iperf3: %v\n%s", err, m.dlog.String())
+		t.Fatalf("iperf3: %v\n%s", err, m.Log.String())
 	}
-	avg, _, _ := avgRxFrame(t, lab, m.sb[1], b0, p0)
+	avg, _, _ := avgRxFrame(t, lab, m.Sandboxes[1], b0, p0)
 	t.Logf("%.2f Gbit/s to the no-offload port, average frame %.0f bytes", r.Gbps, avg)
 	if r.Gbps <= 0 {
 		t.Fatal("no traffic reached the no-offload port")

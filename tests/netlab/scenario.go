@@ -1,0 +1,217 @@
+package netlab
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// SandboxSpec is one sandbox of a scenario: its macvlan mode and, in the
+// macvsw variant, its port kind ("tap", the default, or "afpacket": a veth
+// into the sandbox).
+type SandboxSpec struct {
+	Mode       string
+	Kind       string
+	Sources    []string // source mode: remote MACs
+	NoOffloads bool     // tap port without virtio-net offloads
+	Queues     int      // port queues (0: default)
+}
+
+// Variant is one built scenario: the §8.1 topology with sandboxes 0..n-1
+// (addresses SandboxIP4(i) etc.), served either by kernel macvlan devices
+// or by a macvsw daemon.
+type Variant struct {
+	Lab       *Lab
+	Topo      *Topo
+	Sandboxes []string
+
+	// macvsw variant only.
+	Daemon     *exec.Cmd
+	Log        *SyncBuffer
+	ConfigPath string
+	ConfigText string
+	Socket     string
+}
+
+// SyncBuffer is a bytes.Buffer safe for concurrent writers.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func build(prefix string, hairpin bool, n int) (*Variant, error) {
+	l := New(prefix)
+	v := &Variant{Lab: l}
+	topo, err := l.BuildLAN(hairpin)
+	if err != nil {
+		return v, err
+	}
+	v.Topo = topo
+	if err := l.IP(topo.SW, "link", "set", Lower, "up"); err != nil {
+		return v, err
+	}
+	for i := 0; i < n; i++ {
+		ns, err := topo.Sandbox(i)
+		if err != nil {
+			return v, err
+		}
+		// Addresses must be usable at once: no duplicate address detection.
+		for _, k := range []string{"net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"} {
+			if err := l.Sysctl(ns, k, "0"); err != nil {
+				return v, err
+			}
+		}
+		v.Sandboxes = append(v.Sandboxes, ns)
+	}
+	return v, nil
+}
+
+// BuildKernel builds the scenario with kernel macvlan devices. On error
+// the caller still closes the returned Variant.
+func BuildKernel(prefix string, hairpin bool, specs []SandboxSpec) (*Variant, error) {
+	v, err := build(prefix, hairpin, len(specs))
+	if err != nil {
+		return v, err
+	}
+	for i, s := range specs {
+		if err := v.Topo.KernelPort(v.Sandboxes[i], i, s.Mode, s.Sources...); err != nil {
+			return v, err
+		}
+	}
+	return v, nil
+}
+
+// BuildMacvsw builds the scenario with the macvsw binary bin running in the
+// switch namespace: tap ports the daemon creates in the sandboxes, AF_PACKET
+// ports over veths into them. dir holds the config file. It returns once
+// every sandbox's eth0 is up.
+func BuildMacvsw(prefix, bin, dir string, hairpin bool, specs []SandboxSpec) (*Variant, error) {
+	v, err := build(prefix, hairpin, len(specs))
+	if err != nil {
+		return v, err
+	}
+	l, topo := v.Lab, v.Topo
+	v.Socket = "/run/" + l.Prefix + ".sock"
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "lower: {interface: %s, queues: 2}\ncontrol: {socket: %s}\nmetrics: {listen: \"127.0.0.1:9464\"}\nlog: {level: debug}\nports:\n", Lower, v.Socket)
+	for i, s := range specs {
+		fmt.Fprintf(&cfg, "  - name: p%d\n    mode: %s\n    mac: %s\n", i, s.Mode, SandboxMAC(i))
+		if s.Queues > 0 {
+			fmt.Fprintf(&cfg, "    queues: %d\n", s.Queues)
+		}
+		if len(s.Sources) > 0 {
+			fmt.Fprintf(&cfg, "    source_macs: [%s]\n", strings.Join(s.Sources, ", "))
+		}
+		switch s.Kind {
+		case "afpacket":
+			// The sandbox's end of the veth carries the port's MAC.
+			ifc := fmt.Sprintf("vp%d", i)
+			ns := v.Sandboxes[i]
+			if err := l.Veth(topo.SW, ifc, ns, "eth0"); err != nil {
+				return v, err
+			}
+			if err := l.IPs(ns, "link set eth0 address "+SandboxMAC(i),
+				"addr add "+SandboxIP4(i)+"/24 dev eth0",
+				"addr add "+SandboxIP6(i)+"/64 dev eth0 nodad"); err != nil {
+				return v, err
+			}
+			fmt.Fprintf(&cfg, "    afpacket: {interface: %s}\n", ifc)
+		case "", "tap":
+			fmt.Fprintf(&cfg, "    tap: {netns: %s, ifname: eth0, addresses: [%s/24, %s/64], offloads: %v}\n",
+				Path(v.Sandboxes[i]), SandboxIP4(i), SandboxIP6(i), !s.NoOffloads)
+		default:
+			return v, fmt.Errorf("unknown port kind %q", s.Kind)
+		}
+	}
+	v.ConfigText = cfg.String()
+	v.ConfigPath = filepath.Join(dir, l.Prefix+".yaml")
+	if err := os.WriteFile(v.ConfigPath, []byte(v.ConfigText), 0o600); err != nil {
+		return v, err
+	}
+	v.Log = &SyncBuffer{}
+	d, err := l.Start(topo.SW, v.Log, v.Log, bin, "run", "--config", v.ConfigPath)
+	if err != nil {
+		return v, err
+	}
+	v.Daemon = d
+	for i := range specs {
+		if err := topo.WaitLink(v.Sandboxes[i], "eth0", 10*time.Second); err != nil {
+			return v, fmt.Errorf("%w\nmacvsw log:\n%s", err, v.Log.String())
+		}
+	}
+	return v, nil
+}
+
+// StopDaemon stops the macvsw daemon and reports an unclean exit.
+func (v *Variant) StopDaemon() error {
+	if v.Daemon == nil {
+		return nil
+	}
+	d := v.Daemon
+	v.Daemon = nil
+	if err := Stop(d, 10*time.Second); err != nil {
+		return fmt.Errorf("macvsw did not exit cleanly: %w", err)
+	}
+	return nil
+}
+
+// Close stops the daemon and deletes the lab and the config file.
+func (v *Variant) Close() error {
+	err := v.StopDaemon()
+	if v.ConfigPath != "" {
+		os.Remove(v.ConfigPath)
+	}
+	return errors.Join(err, v.Lab.Close())
+}
+
+// NS returns the namespace of a participant: "host" or a sandbox index.
+func (v *Variant) NS(who string) string {
+	if who == "host" {
+		return v.Topo.Host
+	}
+	var i int
+	fmt.Sscanf(who, "%d", &i)
+	return v.Sandboxes[i]
+}
+
+// Addr returns a participant's IPv4 or IPv6 address.
+func Addr(who string, v6 bool) string {
+	switch {
+	case who == "host" && v6:
+		return HostIP6
+	case who == "host":
+		return HostIP4
+	}
+	var i int
+	fmt.Sscanf(who, "%d", &i)
+	if v6 {
+		return SandboxIP6(i)
+	}
+	return SandboxIP4(i)
+}
+
+// Reach runs a probe "FROM>TO", with "/6" for IPv6 (participants: sandbox
+// indexes or "host"), as a ping, and reports whether it was answered.
+func (v *Variant) Reach(probe string) bool {
+	v6 := strings.HasSuffix(probe, "/6")
+	from, to, _ := strings.Cut(strings.TrimSuffix(probe, "/6"), ">")
+	return v.Lab.Ping(v.NS(from), Addr(to, v6), time.Second)
+}
