@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 )
 
@@ -25,7 +26,7 @@ Usage:
   macvsw port ...               list, show, add, delete and change ports
   macvsw stats [PORT] [--json]  counters, per port and queue, every drop reason
   macvsw capture PORT [-w FILE] pcap of a port's frames (stdout by default)
-  macvsw version                print the version
+  macvsw version [--json]       print the version
 
 Client commands talk to the daemon's control socket (--socket, env
 MACVSW_SOCKET). Exit status: 0 ok, 1 error, 2 usage, 3 no daemon, 4 no such
@@ -76,6 +77,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "capture":
 		return cmdCapture(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
+		if len(args) > 1 && args[1] == "--json" {
+			return printJSON(stdout, map[string]string{"version": version, "go": runtime.Version()})
+		}
 		fmt.Fprintln(stdout, "macvsw", version)
 		return nil
 	case "help", "-h", "--help":
