@@ -43,7 +43,8 @@ const (
 const socketBuffer = 4 << 20
 
 // PacketOptions configures NewPacket. The zero value (with Interface set)
-// is promiscuous, uses PACKET_VNET_HDR, and opens one socket per CPU.
+// is promiscuous, uses PACKET_VNET_HDR, opens one socket per CPU and
+// receives by recvmmsg.
 type PacketOptions struct {
 	// Interface is the name of the netdev to bind to. Required.
 	Interface string
@@ -59,6 +60,12 @@ type PacketOptions struct {
 	// NoVnetHdr skips PACKET_VNET_HDR: super-frames then arrive without
 	// their GSO metadata, and outbound GSO is segmented in software.
 	NoVnetHdr bool
+	// Rx selects the receive mechanism; the zero value, PacketRxDefault,
+	// is the one the package doc reports as faster.
+	Rx PacketRx
+	// Ring sizes each socket's TPACKET_V3 receive ring (PacketRxRing
+	// only); zero fields take defaults.
+	Ring RingOptions
 	// OnLinkChange, if set, is called when the interface's operational
 	// state (IFF_UP and IFF_LOWER_UP) or MTU changes. It runs on the link
 	// watcher goroutine and must not block.
@@ -80,9 +87,12 @@ type PacketOptions struct {
 // and partial-checksum metadata, and PACKET_AUXDATA lets us re-insert the
 // VLAN tag the kernel stripped, as macvtap does on read.
 //
-// Receive: while attached, one goroutine per socket (rxLoop) calls recvmmsg
-// through gVisor's rawfile.BlockingRecvMMsgUntilStopped, which polls the
-// socket and a stop eventfd. Delivery is as Tap's: the whole frame, via
+// Receive: while attached, one goroutine per socket reads until the socket
+// is empty and then parks on Go's netpoller (pollWaiter; Attach(nil) and
+// Close stop it with a past read deadline). Options.Rx picks how it reads:
+// recvmmsg batches into pooled views (rxLoop), or the socket's own mapped
+// TPACKET_V3 ring, one block at a time, each frame copied out once
+// (ringLoop, see rxRing). Delivery is as Tap's: the whole frame, via
 // QueueDispatcher with the socket index when implemented.
 //
 // Transmit: sendmmsg batches with reusable mmsghdr and iovec scratch per
@@ -98,6 +108,7 @@ type Packet struct {
 	ifname       string
 	ifindex      int
 	hdrSize      int
+	rx           PacketRx // resolved: never PacketRxDefault
 	socks        []*packetSock
 
 	mtu      atomic.Uint32
@@ -112,10 +123,11 @@ type Packet struct {
 	attached bool
 	wg       sync.WaitGroup // rxLoops
 
-	// filterMu guards the membership sets, applied on socket 0.
+	// filterMu guards the memberships, applied on socket 0.
 	filterMu  sync.Mutex
 	unicast   map[[6]byte]struct{}
 	multicast map[[6]byte]struct{}
+	allmulti  bool
 
 	linkDone chan struct{}
 	linkWG   sync.WaitGroup
@@ -132,6 +144,7 @@ type packetSock struct {
 	fd    int
 	state atomic.Uint32
 	c     queueCounters
+	ring  *rxRing // PacketRxRing only; read by the socket's reader
 
 	stopMu sync.Mutex
 	stop   *pollWaiter
@@ -164,11 +177,23 @@ func NewPacket(opts PacketOptions) (*Packet, error) {
 	if nq < 1 || nq > maxPacketQueues*4 {
 		return nil, fmt.Errorf("af_packet %q: queues %d out of range", opts.Interface, nq)
 	}
+	rx := opts.Rx
+	if rx == PacketRxDefault {
+		rx = defaultPacketRx
+	}
+	if rx >= numPacketRx {
+		return nil, fmt.Errorf("af_packet %q: receive mode %d unknown", opts.Interface, rx)
+	}
+	ring, err := opts.Ring.withDefaults()
+	if rx == PacketRxRing && err != nil {
+		return nil, fmt.Errorf("af_packet %q: %w", opts.Interface, err)
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	p := &Packet{
+		rx:           rx,
 		log:          log,
 		onLinkChange: opts.OnLinkChange,
 		onQueueState: opts.OnQueueState,
@@ -198,32 +223,40 @@ func NewPacket(opts PacketOptions) (*Packet, error) {
 	p.mac.Store(&mac)
 
 	var fds []int
+	var rings []*rxRing
 	err = inNetNS(opts.NetNS, func() error {
 		var err error
-		fds, err = p.openSockets(nq)
+		fds, rings, err = p.openSockets(nq, ring)
 		return err
 	})
 	if err != nil {
 		ns.Close()
 		return nil, err
 	}
+	fail := func(err error) (*Packet, error) {
+		ns.Close()
+		closeFDs(fds)
+		for _, r := range rings {
+			r.unmap()
+		}
+		return nil, err
+	}
 	for i, fd := range fds {
 		s := &packetSock{idx: i, fd: fd}
+		if rings != nil {
+			s.ring = rings[i]
+		}
 		s.tx.txScratch = newTxScratch(p.hdrSize)
 		p.socks = append(p.socks, s)
 	}
 	if !opts.NoPromiscuous {
 		mreq := unix.PacketMreq{Ifindex: int32(p.ifindex), Type: unix.PACKET_MR_PROMISC}
 		if err := unix.SetsockoptPacketMreq(fds[0], unix.SOL_PACKET, unix.PACKET_ADD_MEMBERSHIP, &mreq); err != nil {
-			ns.Close()
-			closeFDs(fds)
-			return nil, fmt.Errorf("af_packet %q: promiscuous: %w", opts.Interface, err)
+			return fail(fmt.Errorf("af_packet %q: promiscuous: %w", opts.Interface, err))
 		}
 	}
 	if err := p.watchLink(ns); err != nil {
-		ns.Close()
-		closeFDs(fds)
-		return nil, err
+		return fail(err)
 	}
 	ns.Close()
 	return p, nil
@@ -233,13 +266,17 @@ func linkUp(rawFlags uint32) bool {
 	return rawFlags&unix.IFF_UP != 0 && rawFlags&unix.IFF_LOWER_UP != 0
 }
 
-// openSockets creates n bound sockets in one fanout group. It runs in the
-// interface's namespace.
-func (p *Packet) openSockets(n int) (fds []int, err error) {
+// openSockets creates n bound sockets in one fanout group, each with a
+// mapped receive ring in PacketRxRing mode. It runs in the interface's
+// namespace.
+func (p *Packet) openSockets(n int, ring RingOptions) (fds []int, rings []*rxRing, err error) {
 	defer func() {
 		if err != nil {
 			closeFDs(fds)
-			fds = nil
+			for _, r := range rings {
+				r.unmap()
+			}
+			fds, rings = nil, nil
 		}
 	}()
 	// PACKET_FANOUT arg: id in the low 16 bits, type and flags above
@@ -251,13 +288,21 @@ func (p *Packet) openSockets(n int) (fds []int, err error) {
 		// Protocol 0: no frames are queued before bind and fanout.
 		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
-			return fds, fmt.Errorf("af_packet %q: socket: %w", p.ifname, err)
+			return fds, rings, fmt.Errorf("af_packet %q: socket: %w", p.ifname, err)
 		}
 		fds = append(fds, fd)
 		if p.hdrSize > 0 {
 			if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
-				return fds, fmt.Errorf("af_packet %q: PACKET_VNET_HDR: %w", p.ifname, err)
+				return fds, rings, fmt.Errorf("af_packet %q: PACKET_VNET_HDR: %w", p.ifname, err)
 			}
+		}
+		if p.rx == PacketRxRing {
+			// After PACKET_VNET_HDR (EBUSY once a ring exists), before bind.
+			r, err := newRxRing(fd, ring)
+			if err != nil {
+				return fds, rings, fmt.Errorf("af_packet %q: %w", p.ifname, err)
+			}
+			rings = append(rings, r)
 		}
 		// GSO super-frames are up to 64 KiB: the default ~208 KiB socket
 		// buffers hold three, and a TCP burst then drops. 4 MiB, as runsc
@@ -268,36 +313,40 @@ func (p *Packet) openSockets(n int) (fds []int, err error) {
 				_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[1], socketBuffer)
 			}
 		}
-		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_AUXDATA, 1); err != nil {
-			return fds, fmt.Errorf("af_packet %q: PACKET_AUXDATA: %w", p.ifname, err)
+		// The ring carries the VLAN tag in tpacket3_hdr; recvmmsg needs
+		// the control message.
+		if p.rx == PacketRxMMsg {
+			if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_AUXDATA, 1); err != nil {
+				return fds, rings, fmt.Errorf("af_packet %q: PACKET_AUXDATA: %w", p.ifname, err)
+			}
 		}
 		// Belt and braces: also ignore outgoing per socket (4.20+); the
 		// fanout flag is what counts once the socket is in the group.
 		_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
 		sa := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: p.ifindex}
 		if err := unix.Bind(fd, sa); err != nil {
-			return fds, fmt.Errorf("af_packet %q: bind: %w", p.ifname, err)
+			return fds, rings, fmt.Errorf("af_packet %q: bind: %w", p.ifname, err)
 		}
 		if i == 0 {
 			if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, create); err != nil {
 				// Kernels without IGNORE_OUTGOING: rely on the sll_pkttype check.
 				joinFlags = unix.PACKET_FANOUT_HASH
 				if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, (unix.PACKET_FANOUT_HASH|unix.PACKET_FANOUT_FLAG_UNIQUEID)<<16); err != nil {
-					return fds, fmt.Errorf("af_packet %q: create fanout group: %w", p.ifname, err)
+					return fds, rings, fmt.Errorf("af_packet %q: create fanout group: %w", p.ifname, err)
 				}
 			}
 			v, err := unix.GetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT)
 			if err != nil {
-				return fds, fmt.Errorf("af_packet %q: read fanout id: %w", p.ifname, err)
+				return fds, rings, fmt.Errorf("af_packet %q: read fanout id: %w", p.ifname, err)
 			}
 			id = v & 0xffff
 			continue
 		}
 		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, joinFlags<<16|id); err != nil {
-			return fds, fmt.Errorf("af_packet %q: join fanout group %d: %w", p.ifname, id, err)
+			return fds, rings, fmt.Errorf("af_packet %q: join fanout group %d: %w", p.ifname, id, err)
 		}
 	}
-	return fds, nil
+	return fds, rings, nil
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
@@ -436,7 +485,11 @@ func (p *Packet) Attach(d stack.NetworkDispatcher) {
 		s.stopMu.Unlock()
 		s.done = make(chan struct{})
 		p.wg.Add(1)
-		go p.rxLoop(s, sfd, s.done)
+		if s.ring != nil {
+			go p.ringLoop(s, sfd, s.done)
+		} else {
+			go p.rxLoop(s, sfd, s.done)
+		}
 	}
 }
 
@@ -829,6 +882,32 @@ func (p *Packet) SetMulticastFilter(groups [][6]byte) error {
 	return p.setFilter(p.multicast, groups, unix.PACKET_MR_MULTICAST)
 }
 
+// SetAllMulti makes the interface accept every multicast frame (on) or
+// only the groups joined (off), with a PACKET_MR_ALLMULTI membership like
+// `ip link set IF allmulticast on`. The kernel counts such memberships per
+// device, so other users' allmulti setting is kept; closing the endpoint
+// drops ours.
+func (p *Packet) SetAllMulti(on bool) error {
+	p.filterMu.Lock()
+	defer p.filterMu.Unlock()
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	if p.allmulti == on {
+		return nil
+	}
+	op, name := unix.PACKET_ADD_MEMBERSHIP, "add"
+	if !on {
+		op, name = unix.PACKET_DROP_MEMBERSHIP, "drop"
+	}
+	mreq := unix.PacketMreq{Ifindex: int32(p.ifindex), Type: unix.PACKET_MR_ALLMULTI}
+	if err := unix.SetsockoptPacketMreq(p.socks[0].fd, unix.SOL_PACKET, op, &mreq); err != nil {
+		return fmt.Errorf("af_packet %q: %s allmulti membership: %w", p.ifname, name, err)
+	}
+	p.allmulti = on
+	return nil
+}
+
 func (p *Packet) setFilter(cur map[[6]byte]struct{}, want [][6]byte, typ uint16) error {
 	p.filterMu.Lock()
 	defer p.filterMu.Unlock()
@@ -897,6 +976,9 @@ func (p *Packet) Close() {
 		}
 		s.state.Store(uint32(QueueDead))
 		s.wmu.Unlock()
+		if s.ring != nil {
+			s.ring.unmap() // its reader has returned
+		}
 	}
 	p.filterMu.Unlock()
 	p.mu.Unlock()

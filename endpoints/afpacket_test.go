@@ -43,13 +43,22 @@ func vethPair(t testing.TB) (nsA, pathA, nsB, pathB string) {
 	return
 }
 
+// packetRxModes are the receive mechanisms the netns tests run over.
+var packetRxModes = []PacketRx{PacketRxMMsg, PacketRxRing}
+
 func TestNetnsPacket(t *testing.T) {
 	requireNetns(t)
+	for _, rx := range packetRxModes {
+		t.Run(rx.String(), func(t *testing.T) { testNetnsPacket(t, rx) })
+	}
+}
+
+func testNetnsPacket(t *testing.T, rx PacketRx) {
 	goroutineLeakCheck(t)
 	nsA, pathA, nsB, pathB := vethPair(t)
 	var linkMu sync.Mutex
 	var linkEvents []string
-	ep, err := NewPacket(PacketOptions{Interface: "vethb", NetNS: pathB, Queues: 2,
+	ep, err := NewPacket(PacketOptions{Interface: "vethb", NetNS: pathB, Queues: 2, Rx: rx,
 		OnLinkChange: func(up bool, mtu uint32) {
 			linkMu.Lock()
 			linkEvents = append(linkEvents, map[bool]string{true: "up", false: "down"}[up]+"/"+itoa(int(mtu)))
@@ -151,6 +160,18 @@ func TestNetnsPacket(t *testing.T) {
 	st := ep.Stats().Total()
 	if st.RxPackets == 0 || st.TxPackets != 1 || st.Failures != 0 {
 		t.Errorf("stats %+v", st)
+	}
+	perQueue := uint64(0)
+	for _, q := range ep.Stats().Queues {
+		perQueue += q.RxPackets
+	}
+	if perQueue != st.RxPackets {
+		t.Errorf("per-queue rx %d, total %d", perQueue, st.RxPackets)
+	}
+	for _, f := range rec.snapshot() {
+		if f.queue < 0 || f.queue >= 2 {
+			t.Errorf("frame delivered on queue %d", f.queue)
+		}
 	}
 	ep.Attach(nil)
 	ep.Close()

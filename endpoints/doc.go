@@ -11,7 +11,8 @@
 //     broker (OpenTapQueues + SendFDs / ReceiveFDs, the uml_net pattern).
 //   - Packet (NewPacket): AF_PACKET sockets on an existing netdev, in one
 //     PACKET_FANOUT_HASH group that ignores our own transmissions; for the
-//     lower NIC and for netdev ports (a veth into a sandbox).
+//     lower NIC and for netdev ports (a veth into a sandbox). It receives
+//     by recvmmsg or, as an option, a TPACKET_V3 ring per socket.
 //   - The virtio-net header (VnetHdr), the kernel's write validation
 //     (ValidateVnetWrite, VnetHdr.Check, reasons as VnetReason), conversion
 //     to and from gVisor's stack.GSO, and the software fallbacks Segment
@@ -40,7 +41,9 @@
 // and counts tx_full. When the receiver cannot take an offload (no vnet
 // header, offloads off, or GSO segments above its MTU) the frame is
 // flattened once and Segment/FinishChecksum run in software. Frames above
-// the MTU that are not GSO are dropped (oversize).
+// the MTU that are not GSO go only to a receiver that negotiated GSO (as
+// the kernel, which does not check the MTU on receive); others drop them
+// (oversize).
 //
 // Ownership and shutdown: endpoints own their FDs (queue FDs handed to
 // AdoptTap or AttachFD included) and close them in Close, which is
@@ -57,17 +60,45 @@
 // (QueueDead, OnQueueState callback); when all queues are dead the
 // SetOnCloseAction action runs.
 //
-// Receive mechanism for AF_PACKET: recvmmsg batches of 8 into pooled gVisor
-// views (no copy; views move into the PacketBuffer). A TPACKET_V3 ring was
-// not implemented: gVisor's PacketBuffer cannot wrap ring memory, so a ring
-// costs one copy per frame (as fdbased's PacketMMap does), and runsc keeps
-// recvmmsg for the same reason. Measured on this 2-vCPU VM (go test -run
-// '^$' -bench Netns -benchtime 2s ./endpoints/, batches of 47 frames, 0
-// allocs/op with RX and TX both counted): AF_PACKET veth→veth about 108k
-// received frames/s at 64 and 1514 bytes (the single receiving CPU is the
-// limit; about 45% of sent frames overflow the socket); tap write → kernel
-// → AF_PACKET 163k/s (64 B) and 272k/s (1514 B); AF_PACKET → kernel → tap
-// readers 418k/s (64 B) and 275k/s (1514 B).
+// Receive mechanism for AF_PACKET (PacketOptions.Rx): recvmmsg, the
+// default, or a TPACKET_V3 ring per socket (PacketRxRing). recvmmsg reads
+// batches of 8 straight into pooled gVisor views, which then move into the
+// PacketBuffer (no copy in user space). The ring has the kernel fill
+// blocks (256 KiB, 16 per socket) that it hands over when full or after
+// retire_blk_tov (1 ms, the kernel's minimum); a PacketBuffer cannot wrap
+// ring memory, so each frame is copied once into a pooled view (as
+// fdbased's PacketMMap does), and the block goes back after its frames are
+// delivered. Measured in one run on this 2-vCPU VM (AMD EPYC, Linux 6.18,
+// other jobs sharing the machine), Packet on vetha writing batches of 47
+// frames by sendmmsg to Packet on vethb, medians of 6, all differences
+// p<=0.004 except 1514 B rx-pps (p=0.09); cpu is the whole process's
+// (sender, and the kernel's receive work in its threads, included) per
+// received frame:
+//
+//	go test -run '^$' -bench NetnsPacket -benchtime 2s -count 6 ./endpoints/ > rx.txt
+//	benchstat -col /rx rx.txt
+//
+//	                       recvmmsg                      ring
+//	64 B    rx/s, cpu      304k, 5.2 µs, 0% drop         358k, 3.0 µs, 0% drop
+//	1514 B  rx/s, cpu      276k, 6.4 µs, 2.9% drop       299k, 3.6 µs, 0% drop
+//	TSO 64 KB super-frames  80k, 23.8 µs, 20% drop        97k, 15.2 µs, 5% drop
+//	one 64 B frame at a time, delay    14 µs             1002 µs
+//
+// With the whole process on one CPU (taskset -c 1, -benchtime 1s, an
+// overload where the receiver is starved) the ring won at 64 B (266k vs
+// 211k/s) but lost at 1514 B (99k vs 135k/s) and TSO (3.1k vs 6.3k/s).
+// The ring costs 36-44% less CPU per frame (no syscall per 8 frames, the
+// kernel frees each skb as it copies it), so with sender and receiver
+// sharing 2 CPUs 18% more 64 B frames and 21% more super-frames arrive.
+// But it cannot hand over a frame before its block closes: at low and
+// moderate rates every frame waits for the retire timer, a 1 ms floor on
+// one-way delay against 14 µs, seventy times slower for the ping, ARP and
+// request/response traffic a switch mostly carries, and a floor no ring
+// size removes. recvmmsg therefore stays the default (PacketRxDefault);
+// PacketRxRing is for bulk-only lowers where CPU per frame matters more
+// than delay. Earlier tap measurements (-bench NetnsTap, batches of 47):
+// tap write → kernel → AF_PACKET 163k/s (64 B) and 272k/s (1514 B);
+// AF_PACKET → kernel → tap readers 418k/s (64 B) and 275k/s (1514 B).
 //
 // This package never imports the switch or bridge packages.
 package endpoints

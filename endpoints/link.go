@@ -252,7 +252,11 @@ func planTx(gso stack.GSO, head []byte, frameLen int, mtu int, canGSO, canCsum b
 			return h, txDirect, 0
 		}
 		return h, txSegment, 0
-	case frameLen > mtu+l2:
+	case frameLen > mtu+l2 && !canGSO:
+		// A receiver that negotiated GSO takes frames above its MTU (the
+		// kernel does not check the MTU on receive either: spec §5.2, a
+		// reassembled datagram, case 28); one that did not must not see
+		// them.
 		return h, txDrop, DropOversize
 	case h.NeedsCsum() && !canCsum:
 		return h, txChecksum, 0

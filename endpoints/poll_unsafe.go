@@ -58,21 +58,27 @@ func newPollWaiter(fd int) (*pollWaiter, error) {
 	w := &pollWaiter{fd: fd, f: f, rc: rc}
 	w.readvF = func(uintptr) bool {
 		r, _, e := unix.RawSyscall(unix.SYS_READV, uintptr(w.fd), uintptr(unsafe.Pointer(&w.iov[0])), uintptr(len(w.iov)))
-		if e == unix.EAGAIN || e == unix.EINTR {
-			return false
-		}
-		w.n, w.errno = int(r), e
-		return true
+		return w.done(r, e)
 	}
 	w.recvmmF = func(uintptr) bool {
 		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(w.fd), uintptr(unsafe.Pointer(&w.mmsg[0])), uintptr(len(w.mmsg)), unix.MSG_DONTWAIT, 0, 0)
-		if e == unix.EAGAIN || e == unix.EINTR {
-			return false
-		}
-		w.n, w.errno = int(r), e
-		return true
+		return w.done(r, e)
 	}
 	return w, nil
+}
+
+// done records a raw syscall's result; false means wait and retry. A
+// failed call returns r = -1, which must not read as the stop result.
+func (w *pollWaiter) done(r uintptr, e unix.Errno) bool {
+	switch e {
+	case unix.EAGAIN, unix.EINTR:
+		return false
+	case 0:
+		w.n, w.errno = int(r), 0
+	default:
+		w.n, w.errno = 0, e
+	}
+	return true
 }
 
 // Stop ends the reader's current or next wait: it then returns -1.
