@@ -159,6 +159,11 @@ func (d *daemon) addPort(pc config.Port) error {
 		for i, a := range pc.Tap.Addresses {
 			addrs[i] = a.String()
 		}
+		if pc.Mode == vswitch.ModePassthru {
+			// A passthru port takes the lower's MAC (spec §1.5), and so
+			// does the sandbox's interface.
+			mac, _, _ = d.sw.LowerState()
+		}
 		var hw net.HardwareAddr
 		if !mac.IsZero() {
 			hw = net.HardwareAddr(mac[:])

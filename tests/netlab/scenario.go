@@ -21,6 +21,15 @@ type SandboxSpec struct {
 	Sources    []string // source mode: remote MACs
 	NoOffloads bool     // tap port without virtio-net offloads
 	Queues     int      // port queues (0: default)
+	MTU        int      // port MTU (0: the lower's)
+	NoDst      bool     // source mode: nodst
+	// ExactGroups gives a macvsw port the multicast subscriptions a
+	// kernel macvlan with an IPv4 address has (all-hosts) instead of
+	// all-multicast, for frame-by-frame comparisons.
+	ExactGroups bool
+	// NoBroadcastQueue requests a broadcast queue of length 0 (kernel
+	// bcqueuelen 0; macvsw bcqueuelen 0 and broadcast.queue_len 0).
+	NoBroadcastQueue bool
 }
 
 // Variant is one built scenario: the §8.1 topology with sandboxes 0..n-1
@@ -95,8 +104,35 @@ func BuildKernel(prefix string, hairpin bool, specs []SandboxSpec) (*Variant, er
 		if err := v.Topo.KernelPort(v.Sandboxes[i], i, s.Mode, s.Sources...); err != nil {
 			return v, err
 		}
+		if s.MTU != 0 {
+			if err := v.Lab.IP(v.Sandboxes[i], "link", "set", "eth0", "mtu", fmt.Sprint(s.MTU)); err != nil {
+				return v, err
+			}
+		}
+		if s.NoDst {
+			if err := v.Lab.IP(v.Sandboxes[i], "link", "set", "eth0", "type", "macvlan", "mode", "source", "flag", "nodst"); err != nil {
+				return v, err
+			}
+		}
+		if s.NoBroadcastQueue {
+			if err := v.Lab.IP(v.Sandboxes[i], "link", "set", "eth0", "type", "macvlan", "bcqueuelen", "0"); err != nil {
+				return v, err
+			}
+		}
 	}
 	return v, nil
+}
+
+// BuildBinary builds cmd/macvsw from the module at root into dir and
+// returns its path.
+func BuildBinary(root, dir string) (string, error) {
+	bin := filepath.Join(dir, "macvsw")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/macvsw")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build macvsw: %w\n%s", err, out)
+	}
+	return bin, nil
 }
 
 // BuildMacvsw builds the scenario with the macvsw binary bin running in the
@@ -111,14 +147,33 @@ func BuildMacvsw(prefix, bin, dir string, hairpin bool, specs []SandboxSpec) (*V
 	l, topo := v.Lab, v.Topo
 	v.Socket = "/run/" + l.Prefix + ".sock"
 	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "lower: {interface: %s, queues: 2}\ncontrol: {socket: %s}\nmetrics: {listen: \"127.0.0.1:9464\"}\nlog: {level: debug}\nports:\n", Lower, v.Socket)
+	fmt.Fprintf(&cfg, "lower: {interface: %s, queues: 2}\ncontrol: {socket: %s}\nmetrics: {listen: \"127.0.0.1:9464\"}\nlog: {level: debug}\n", Lower, v.Socket)
+	if len(specs) > 0 && specs[0].NoBroadcastQueue {
+		fmt.Fprintf(&cfg, "broadcast: {queue_len: 0}\n")
+	}
+	fmt.Fprintf(&cfg, "ports:\n")
 	for i, s := range specs {
-		fmt.Fprintf(&cfg, "  - name: p%d\n    mode: %s\n    mac: %s\n", i, s.Mode, SandboxMAC(i))
+		fmt.Fprintf(&cfg, "  - name: p%d\n    mode: %s\n", i, s.Mode)
+		if s.Mode != "passthru" {
+			fmt.Fprintf(&cfg, "    mac: %s\n", SandboxMAC(i))
+		}
+		if s.NoBroadcastQueue {
+			fmt.Fprintf(&cfg, "    bcqueuelen: 0\n")
+		}
 		if s.Queues > 0 {
 			fmt.Fprintf(&cfg, "    queues: %d\n", s.Queues)
 		}
 		if len(s.Sources) > 0 {
 			fmt.Fprintf(&cfg, "    source_macs: [%s]\n", strings.Join(s.Sources, ", "))
+		}
+		if s.MTU != 0 {
+			fmt.Fprintf(&cfg, "    mtu: %d\n", s.MTU)
+		}
+		if s.NoDst {
+			fmt.Fprintf(&cfg, "    nodst: true\n")
+		}
+		if s.ExactGroups {
+			fmt.Fprintf(&cfg, "    allmulticast: false\n    multicast: [\"01:00:5e:00:00:01\"]\n")
 		}
 		switch s.Kind {
 		case "afpacket":

@@ -81,6 +81,14 @@ func (l *Lab) BuildLAN(hairpin bool) (*Topo, error) {
 	); err != nil {
 		return nil, err
 	}
+	// The LAN bridge knows where the lower's and the host's MACs live from
+	// the start, so whether a frame to them is flooded does not depend on
+	// what the stacks happened to send before a test.
+	for _, e := range [][2]string{{LowerMAC, "swl"}, {HostMAC, "swe"}} {
+		if _, err := run("bridge", "-n", t.LAN, "fdb", "add", e[0], "dev", e[1], "master", "static"); err != nil {
+			return nil, err
+		}
+	}
 	if err := l.IPs(t.SW, "link set "+Lower+" address "+LowerMAC); err != nil {
 		return nil, err
 	}
@@ -114,6 +122,15 @@ func (t *Topo) KernelPort(ns string, i int, mode string, sources ...string) erro
 	}
 	if err := t.Lab.IP(t.SW, "link", "set", name, "netns", ns); err != nil {
 		return err
+	}
+	if mode == "passthru" {
+		// The port has the lower's MAC; setting it would set the lower's.
+		return t.Lab.IPs(ns,
+			"link set "+name+" name eth0",
+			"addr add "+SandboxIP4(i)+"/24 dev eth0",
+			"addr add "+SandboxIP6(i)+"/64 dev eth0 nodad",
+			"link set eth0 up",
+		)
 	}
 	return t.Lab.IPs(ns,
 		"link set "+name+" name eth0",
