@@ -345,7 +345,6 @@ func applySetup(v *netlab.Variant, setup string, macvsw bool) error {
 	return fmt.Errorf("unknown setup %q", setup)
 }
 
-
 // fragments returns a builder of the two IPv4 fragments of a 2808-byte UDP
 // datagram from the LAN host to dst (spec cases 28, 29); the label is in
 // both fragments, so a port that gets them unreassembled counts two.
