@@ -80,8 +80,12 @@ func cat(parts ...[]byte) []byte {
 var vnetVectors = []vnetVector{
 	{"50 short write (11 bytes)", func() []byte { return make([]byte, 11) }},
 	{"50 13-byte frame", func() []byte { return cat(vnetHdr(0, 0, 0, 0, 0, 0), make([]byte, 13)) }},
-	{"50 14-byte frame", func() []byte { return cat(vnetHdr(0, 0, 0, 0, 0, 0), frame(macOf("A"), macOf("E"), etherTypeTest, "", 14)[:14]) }},
-	{"plain 60-byte frame", func() []byte { return cat(vnetHdr(0, 0, 0, 0, 0, 0), frame(macOf("A"), macOf("E"), etherTypeTest, "x", 60)) }},
+	{"50 14-byte frame", func() []byte {
+		return cat(vnetHdr(0, 0, 0, 0, 0, 0), frame(macOf("A"), macOf("E"), etherTypeTest, "", 14)[:14])
+	}},
+	{"plain 60-byte frame", func() []byte {
+		return cat(vnetHdr(0, 0, 0, 0, 0, 0), frame(macOf("A"), macOf("E"), etherTypeTest, "x", 60))
+	}},
 	{"51 hdr_len 200 on 58 bytes", func() []byte { return cat(vnetHdr(0, 0, 200, 0, 0, 0), make([]byte, 58)) }},
 	{"51 csum 34/60 out of range", func() []byte { return cat(vnetHdr(1, 0, 0, 0, 34, 60), l4Frame(false, 17, 10)) }},
 	{"51 csum 34/6 on UDP", func() []byte { return cat(vnetHdr(1, 0, 0, 0, 34, 6), l4Frame(false, 17, 10)) }},
@@ -213,4 +217,3 @@ func waitDelivery(r *recorder, before int) bool {
 	}
 	return false
 }
-
