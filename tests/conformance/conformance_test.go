@@ -169,12 +169,12 @@ var divergences = map[string]string{}
 // nothing is skipped silently; the test prints it.
 var notCompared = []string{
 	"42: IFLA_MACVLAN_BC_CUTOFF needs raw netlink (ip 6.1 has no bclim); the switch's cutoff: bridge TestMatrix case 42",
-	"43: counters; the kernel's byte-count quirk is reproduced in bridge TestMatrixCounters",
+	"43: counters are compared live in TestCounters",
 	"44: a macvtap with no fd open passes frames to its own stack; a macvsw tap port always has its queue fds",
 	"45-47: macvtap queue selection, ring overflow, detach/attach: switch TestFlowsStayOnOneQueue, TestQueueFull, TestDetachAttach; endpoints TestNetnsTapMultiQueue; tests TestNetnsQueueFDLoss",
 	"50-52: virtio-net write validation is compared live with a macvtap in TestVnetWriteValidation (outcome and drop counters)",
 	"48, 49, 53-56: ioctls and read paths of tun/macvtap FDs themselves (TUNSETIFF, TUNSETOFFLOAD, device deletion): the kernel's, not macvsw's, which only uses them",
-	"57: control-plane refusals: switch TestControlRules, tests TestNetnsDaemonCLI (API refusals)",
+	"57: control-plane refusals are compared live in TestControlRules",
 }
 
 // TestConformance runs every case against both implementations and prints
