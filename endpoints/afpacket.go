@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/rawfile"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -111,12 +110,10 @@ type Packet struct {
 	rx           PacketRx // resolved: never PacketRxDefault
 	socks        []*packetSock
 
-	mtu      atomic.Uint32
-	up       atomic.Bool
-	mac      atomic.Pointer[tcpip.LinkAddress]
-	closed   atomic.Bool
-	dispatch atomic.Pointer[dispatchers]
-	onClose  atomic.Pointer[func()]
+	linkAttrs // MTU, MAC, dispatcher, close action
+
+	up     atomic.Bool
+	closed atomic.Bool
 
 	// mu serializes Attach and Close. Never held while delivering.
 	mu       sync.Mutex
@@ -403,27 +400,6 @@ func (p *Packet) Interface() string { return p.ifname }
 // NumQueues returns the number of sockets in the fanout group.
 func (p *Packet) NumQueues() int { return len(p.socks) }
 
-// MTU implements stack.LinkEndpoint.MTU: the interface's current IP MTU.
-func (p *Packet) MTU() uint32 { return p.mtu.Load() }
-
-// SetMTU implements stack.LinkEndpoint.SetMTU; the interface's next MTU
-// change overrides it.
-func (p *Packet) SetMTU(mtu uint32) { p.mtu.Store(mtu) }
-
-// MaxHeaderLength implements stack.LinkEndpoint.MaxHeaderLength.
-func (p *Packet) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }
-
-// LinkAddress implements stack.LinkEndpoint.LinkAddress: the interface MAC.
-func (p *Packet) LinkAddress() tcpip.LinkAddress { return *p.mac.Load() }
-
-// SetLinkAddress implements stack.LinkEndpoint.SetLinkAddress.
-func (p *Packet) SetLinkAddress(addr tcpip.LinkAddress) { p.mac.Store(&addr) }
-
-// Capabilities implements stack.LinkEndpoint.Capabilities.
-func (p *Packet) Capabilities() stack.LinkEndpointCapabilities {
-	return stack.CapabilityResolutionRequired
-}
-
 // GSOMaxSize implements stack.GSOEndpoint.
 func (p *Packet) GSOMaxSize() uint32 {
 	if p.hdrSize > 0 {
@@ -439,22 +415,6 @@ func (p *Packet) SupportedGSO() stack.SupportedGSO {
 	}
 	return stack.GSONotSupported
 }
-
-// ARPHardwareType implements stack.LinkEndpoint.ARPHardwareType.
-func (p *Packet) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
-
-// AddHeader implements stack.LinkEndpoint.AddHeader with an Ethernet header.
-func (p *Packet) AddHeader(pkt *stack.PacketBuffer) { addEthernetHeader(p.LinkAddress(), pkt) }
-
-// ParseHeader implements stack.LinkEndpoint.ParseHeader for Ethernet.
-func (p *Packet) ParseHeader(pkt *stack.PacketBuffer) bool { return parseEthernetHeader(pkt) }
-
-// SetOnCloseAction implements stack.LinkEndpoint.SetOnCloseAction; the
-// action runs on its own goroutine when every socket has failed.
-func (p *Packet) SetOnCloseAction(f func()) { p.onClose.Store(&f) }
-
-// IsAttached implements stack.LinkEndpoint.IsAttached.
-func (p *Packet) IsAttached() bool { return p.dispatch.Load() != nil }
 
 // Attach implements stack.LinkEndpoint.Attach; see Tap.Attach.
 func (p *Packet) Attach(d stack.NetworkDispatcher) {

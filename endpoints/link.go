@@ -263,3 +263,51 @@ func planTx(gso stack.GSO, head []byte, frameLen int, mtu int, canGSO, canCsum b
 	}
 	return h, txDirect, 0
 }
+
+// linkAttrs is the state and the stack.LinkEndpoint methods Tap and Packet
+// share: the IP MTU, the MAC, the dispatcher and the close action, each an
+// atomic so every method is safe for concurrent use. Both embed it.
+type linkAttrs struct {
+	mtu      atomic.Uint32
+	mac      atomic.Pointer[tcpip.LinkAddress]
+	dispatch atomic.Pointer[dispatchers]
+	onClose  atomic.Pointer[func()]
+}
+
+// MTU implements stack.LinkEndpoint.MTU: the IP MTU.
+func (a *linkAttrs) MTU() uint32 { return a.mtu.Load() }
+
+// SetMTU implements stack.LinkEndpoint.SetMTU. It changes the endpoint's
+// MTU only, not the interface's (for Packet the interface's next MTU change
+// overrides it).
+func (a *linkAttrs) SetMTU(mtu uint32) { a.mtu.Store(mtu) }
+
+// MaxHeaderLength implements stack.LinkEndpoint.MaxHeaderLength: Ethernet.
+func (*linkAttrs) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }
+
+// LinkAddress implements stack.LinkEndpoint.LinkAddress: the interface MAC.
+func (a *linkAttrs) LinkAddress() tcpip.LinkAddress { return *a.mac.Load() }
+
+// SetLinkAddress implements stack.LinkEndpoint.SetLinkAddress.
+func (a *linkAttrs) SetLinkAddress(addr tcpip.LinkAddress) { a.mac.Store(&addr) }
+
+// Capabilities implements stack.LinkEndpoint.Capabilities.
+func (*linkAttrs) Capabilities() stack.LinkEndpointCapabilities {
+	return stack.CapabilityResolutionRequired
+}
+
+// ARPHardwareType implements stack.LinkEndpoint.ARPHardwareType.
+func (*linkAttrs) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
+
+// AddHeader implements stack.LinkEndpoint.AddHeader.
+func (a *linkAttrs) AddHeader(pkt *stack.PacketBuffer) { addEthernetHeader(a.LinkAddress(), pkt) }
+
+// ParseHeader implements stack.LinkEndpoint.ParseHeader.
+func (*linkAttrs) ParseHeader(pkt *stack.PacketBuffer) bool { return parseEthernetHeader(pkt) }
+
+// SetOnCloseAction implements stack.LinkEndpoint.SetOnCloseAction. The
+// action runs (on its own goroutine) when every queue has died.
+func (a *linkAttrs) SetOnCloseAction(f func()) { a.onClose.Store(&f) }
+
+// IsAttached implements stack.LinkEndpoint.IsAttached.
+func (a *linkAttrs) IsAttached() bool { return a.dispatch.Load() != nil }

@@ -98,12 +98,11 @@ type Tap struct {
 	canCsum      bool // TX may carry partial checksums
 	maxRxFrame   int
 
-	name     atomic.Pointer[string]
-	mtu      atomic.Uint32
-	mac      atomic.Pointer[tcpip.LinkAddress]
-	closed   atomic.Bool
-	queues   atomic.Pointer[[]*tapQueue] // copy-on-write, under mu
-	dispatch atomic.Pointer[dispatchers]
+	linkAttrs // MTU, MAC, dispatcher, close action
+
+	name   atomic.Pointer[string]
+	closed atomic.Bool
+	queues atomic.Pointer[[]*tapQueue] // copy-on-write, under mu
 
 	// mu serializes control operations: Attach, AttachFD, Detach/AttachQueue,
 	// Close. Lock order: mu before any tapQueue.wmu. Never held while
@@ -111,8 +110,6 @@ type Tap struct {
 	mu       sync.Mutex
 	attached bool
 	wg       sync.WaitGroup // running rxLoops
-
-	onClose atomic.Pointer[func()]
 }
 
 var (
@@ -411,27 +408,6 @@ func (t *Tap) NumQueues() int { return len(*t.queues.Load()) }
 
 func (t *Tap) queueList() []*tapQueue { return *t.queues.Load() }
 
-// MTU implements stack.LinkEndpoint.MTU: the IP MTU.
-func (t *Tap) MTU() uint32 { return t.mtu.Load() }
-
-// SetMTU implements stack.LinkEndpoint.SetMTU. It changes the endpoint's
-// MTU only, not the interface's.
-func (t *Tap) SetMTU(mtu uint32) { t.mtu.Store(mtu) }
-
-// MaxHeaderLength implements stack.LinkEndpoint.MaxHeaderLength: Ethernet.
-func (t *Tap) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }
-
-// LinkAddress implements stack.LinkEndpoint.LinkAddress: the interface MAC.
-func (t *Tap) LinkAddress() tcpip.LinkAddress { return *t.mac.Load() }
-
-// SetLinkAddress implements stack.LinkEndpoint.SetLinkAddress.
-func (t *Tap) SetLinkAddress(addr tcpip.LinkAddress) { t.mac.Store(&addr) }
-
-// Capabilities implements stack.LinkEndpoint.Capabilities.
-func (t *Tap) Capabilities() stack.LinkEndpointCapabilities {
-	return stack.CapabilityResolutionRequired
-}
-
 // GSOMaxSize implements stack.GSOEndpoint.
 func (t *Tap) GSOMaxSize() uint32 {
 	if t.canGSO {
@@ -448,24 +424,6 @@ func (t *Tap) SupportedGSO() stack.SupportedGSO {
 	}
 	return stack.GSONotSupported
 }
-
-// ARPHardwareType implements stack.LinkEndpoint.ARPHardwareType.
-func (t *Tap) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
-
-// AddHeader implements stack.LinkEndpoint.AddHeader with an Ethernet header.
-func (t *Tap) AddHeader(pkt *stack.PacketBuffer) { addEthernetHeader(t.LinkAddress(), pkt) }
-
-// ParseHeader implements stack.LinkEndpoint.ParseHeader for Ethernet.
-func (t *Tap) ParseHeader(pkt *stack.PacketBuffer) bool { return parseEthernetHeader(pkt) }
-
-// SetOnCloseAction implements stack.LinkEndpoint.SetOnCloseAction. The
-// action runs (on its own goroutine) when every queue has died.
-func (t *Tap) SetOnCloseAction(f func()) {
-	t.onClose.Store(&f)
-}
-
-// IsAttached implements stack.LinkEndpoint.IsAttached.
-func (t *Tap) IsAttached() bool { return t.dispatch.Load() != nil }
 
 // Attach implements stack.LinkEndpoint.Attach. A non-nil dispatcher starts
 // one reader per live queue; nil stops them and returns after they exited,
