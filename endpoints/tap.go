@@ -998,3 +998,38 @@ func (t *Tap) deleteLink() {
 		t.log.Warn("delete tap", "tap", t.Name(), "err", err)
 	}
 }
+
+// tunSetCarrier is TUNSETCARRIER, _IOW('T', 226, int) in
+// include/uapi/linux/if_tun.h (Linux 5.0+); x/sys does not name it.
+const tunSetCarrier = 0x400454e2
+
+// SetCarrier turns the tap interface's carrier on or off (TUNSETCARRIER),
+// so the sandbox sees NO-CARRIER while its port cannot pass frames, as a
+// macvtap follows its lower's state and its own admin state.
+func (t *Tap) SetCarrier(on bool) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed.Load() {
+		return ErrClosed
+	}
+	if !t.isTap {
+		return fmt.Errorf("tap %q: not a tap fd", t.Name())
+	}
+	v := 0
+	if on {
+		v = 1
+	}
+	var err error
+	for _, q := range t.queueList() {
+		if QueueState(q.state.Load()) == QueueDead {
+			continue
+		}
+		if err = unix.IoctlSetPointerInt(q.fd, tunSetCarrier, v); err == nil {
+			return nil
+		}
+	}
+	if err == nil {
+		err = errors.New("no live queue")
+	}
+	return fmt.Errorf("tap %q: set carrier: %w", t.Name(), err)
+}

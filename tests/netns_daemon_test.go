@@ -142,6 +142,46 @@ func TestNetnsDaemonCLI(t *testing.T) {
 		t.Errorf("refused requests changed the ports:\n%s\n%s", before, after)
 	}
 
+	// The sandbox sees its port's carrier: admin down, or the lower down,
+	// shows NO-CARRIER on the tap inside it, as a macvtap follows its lower.
+	carrier := func(ns string) bool {
+		out, err := lab.Exec(ns, "ip", "-o", "link", "show", "eth0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return !strings.Contains(out, "NO-CARRIER")
+	}
+	waitCarrier := func(ns string, want bool) bool {
+		for i := 0; i < 50; i++ {
+			if carrier(ns) == want {
+				return true
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return false
+	}
+	if _, errs, code := m.cli("port", "set", "p1", "--down"); code != 0 {
+		t.Fatalf("port set --down: %d %s", code, errs)
+	}
+	if !waitCarrier(m.Sandboxes[1], false) || !carrier(m.Sandboxes[0]) {
+		t.Error("admin down: want NO-CARRIER on p1's tap only")
+	}
+	m.cli("port", "set", "p1", "--up")
+	if !waitCarrier(m.Sandboxes[1], true) {
+		t.Error("admin up: p1's tap has no carrier")
+	}
+	lab.IP(m.Topo.SW, "link", "set", netlab.Lower, "down")
+	if !waitCarrier(m.Sandboxes[0], false) || !waitCarrier(m.Sandboxes[1], false) {
+		t.Error("lower down: taps still have carrier")
+	}
+	lab.IP(m.Topo.SW, "link", "set", netlab.Lower, "up")
+	if !waitCarrier(m.Sandboxes[0], true) || !waitCarrier(m.Sandboxes[1], true) {
+		t.Error("lower up: taps have no carrier")
+	}
+	if !lab.Ping(m.Sandboxes[0], netlab.SandboxIP4(1), 2*time.Second) {
+		t.Error("no traffic after the carrier came back")
+	}
+
 	// A non-root peer is refused.
 	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", macvswBin, "port", "list", "--socket", m.Socket)
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(strings.ToLower(string(out)), "permission denied") {

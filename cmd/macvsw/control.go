@@ -180,6 +180,7 @@ func (d *daemon) setPort(name string, patch portPatch) error {
 		if err := d.sw.SetUp(rp.p, *patch.Up); err != nil {
 			return err
 		}
+		d.syncCarrier(rp)
 	}
 	return nil
 }

@@ -94,6 +94,7 @@ func startDaemon(cfg *config.Config, log *slog.Logger) (_ *daemon, err error) {
 		NoPromiscuous: !promisc,
 		OnLinkChange: func(up bool, ifMTU uint32) {
 			d.sw.SetLowerState(up)
+			d.syncCarriers()
 			if cfg.Lower.MTU == 0 && ifMTU != 0 {
 				if err := d.sw.SetLowerMTU(ifMTU); err != nil {
 					log.Warn("lower MTU", "err", err)
@@ -203,12 +204,40 @@ func (d *daemon) addPort(pc config.Port) error {
 	qs := bridge.QueueStateFunc(p)
 	queueState.Store(&qs)
 	rp.link = bridge.AttachPort(p, rp.ep, bridge.Options{Logger: d.log})
+	d.syncCarrier(rp)
 	d.mu.Lock()
 	d.ports[pc.Name] = rp
 	d.order = append(d.order, pc.Name)
 	d.mu.Unlock()
 	d.log.Info("port up", "port", pc.Name, "kind", rp.kind, "interface", rp.ifc, "mode", p.Mode(), "mac", p.MAC(), "queues", p.NumQueues())
 	return nil
+}
+
+// carrierSetter is implemented by endpoints whose interface can show the
+// port's carrier to the sandbox (taps).
+type carrierSetter interface{ SetCarrier(on bool) error }
+
+// syncCarrier shows the port's carrier (admin up and lower up) on its
+// interface, as a macvtap follows its lower.
+func (d *daemon) syncCarrier(rp *runPort) {
+	if cs, ok := rp.ep.(carrierSetter); ok {
+		if err := cs.SetCarrier(rp.p.Carrier()); err != nil {
+			d.log.Warn("carrier", "port", rp.cfg.Name, "err", err)
+		}
+	}
+}
+
+// syncCarriers applies syncCarrier to every port.
+func (d *daemon) syncCarriers() {
+	d.mu.Lock()
+	ports := make([]*runPort, 0, len(d.ports))
+	for _, rp := range d.ports {
+		ports = append(ports, rp)
+	}
+	d.mu.Unlock()
+	for _, rp := range ports {
+		d.syncCarrier(rp)
+	}
 }
 
 // removePort tears one port down in order.
