@@ -637,9 +637,7 @@ func (p *Packet) queueFailed(s *packetSock, op string, err error) {
 			return
 		}
 	}
-	if f := p.onClose.Load(); f != nil && *f != nil {
-		go (*f)()
-	}
+	p.runCloseAction()
 }
 
 func pickSock(ss []*packetSock, i int) *packetSock {

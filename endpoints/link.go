@@ -272,6 +272,16 @@ type linkAttrs struct {
 	mac      atomic.Pointer[tcpip.LinkAddress]
 	dispatch atomic.Pointer[dispatchers]
 	onClose  atomic.Pointer[func()]
+	closeRan atomic.Bool // the close action runs at most once
+}
+
+// runCloseAction starts the close action on its own goroutine (RemoveNIC
+// calls Attach(nil), which waits for the reader that noticed), once: when
+// the last queues fail together, each of their readers sees all dead.
+func (a *linkAttrs) runCloseAction() {
+	if f := a.onClose.Load(); f != nil && *f != nil && a.closeRan.CompareAndSwap(false, true) {
+		go (*f)()
+	}
 }
 
 // MTU implements stack.LinkEndpoint.MTU: the IP MTU.

@@ -638,9 +638,7 @@ func (t *Tap) queueFailed(q *tapQueue, op string, err error) {
 			return
 		}
 	}
-	if f := t.onClose.Load(); f != nil && *f != nil {
-		go (*f)() // RemoveNIC calls Attach(nil), which waits for this reader.
-	}
+	t.runCloseAction()
 }
 
 // fdBroken reports whether a write error means the FD itself is unusable
