@@ -287,6 +287,22 @@ func TestNetnsDaemonCLI(t *testing.T) {
 	if out, _, _ := m.cli("port", "list"); !strings.Contains(out, "p3") {
 		t.Errorf("after reload:\n%s", out)
 	}
+	// A reload that touches another section is refused whole.
+	bad := strings.Replace(text, "127.0.0.1:9464", "127.0.0.1:9465", 1)
+	bad = strings.Replace(bad, "  - name: p3", "  - name: p3x", 1)
+	if err := os.WriteFile(m.ConfigPath, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m.Daemon.Process.Signal(syscall.SIGHUP)
+	for i := 0; i < 50 && !strings.Contains(m.Log.String(), "needs a restart"); i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(m.Log.String(), "metrics changed, which needs a restart") {
+		t.Errorf("reload of a metrics change was not refused:\n%s", m.Log.String())
+	}
+	if out, _, _ := m.cli("port", "list"); !strings.Contains(out, "p3 ") || strings.Contains(out, "p3x") {
+		t.Errorf("a refused reload changed the ports:\n%s", out)
+	}
 	m.stop()
 	// The daemon removed the taps it created and its socket.
 	if _, err := os.Stat(m.Socket); err == nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -263,16 +264,26 @@ func (d *daemon) removePort(name string) error {
 }
 
 // reload applies a new configuration: removed ports go, changed ports are
-// rebuilt, new ports come; untouched ports keep forwarding. Changes to the
-// lower or the broadcast settings need a restart and are refused.
+// rebuilt, new ports come; untouched ports keep forwarding. Changes to any
+// other section (lower, broadcast, control, metrics, log) need a restart:
+// the whole reload is refused and nothing changes.
 func (d *daemon) reload(next *config.Config) error {
 	d.mu.Lock()
 	cur := d.cfg
 	d.mu.Unlock()
 	next.InheritMACs(cur)
 	delta := config.Diff(cur, next)
-	if delta.Lower || delta.Broadcast {
-		return errors.New("reload: lower and broadcast settings need a restart; nothing changed")
+	var restart []string
+	for _, c := range []struct {
+		name    string
+		changed bool
+	}{{"lower", delta.Lower}, {"broadcast", delta.Broadcast}, {"control", delta.Control}, {"metrics", delta.Metrics}, {"log", delta.Log}} {
+		if c.changed {
+			restart = append(restart, c.name)
+		}
+	}
+	if len(restart) > 0 {
+		return fmt.Errorf("reload: %s changed, which needs a restart; nothing changed", strings.Join(restart, ", "))
 	}
 	var errs []error
 	for _, name := range append(append([]string(nil), delta.Removed...), delta.Changed...) {
