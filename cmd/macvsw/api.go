@@ -32,7 +32,7 @@ import (
 //	GET    /v1/ports                     list ports
 //	POST   /v1/ports                     add a port (body: a config port entry, JSON)
 //	GET    /v1/ports/{name}              show one port
-//	PATCH  /v1/ports/{name}              {"mode","mtu","up","mac"}: change a port
+//	PATCH  /v1/ports/{name}              {"mode","mtu","up","mac","allmulticast","join","leave"}
 //	DELETE /v1/ports/{name}              remove a port
 //	POST   /v1/ports/{name}/macaddr      {"op":"add|del|flush|set","macs":[...]}
 //	GET    /v1/ports/{name}/capture      pcap stream of the port's frames
@@ -326,11 +326,13 @@ func (a *apiServer) addPort(_ http.ResponseWriter, r *http.Request) (any, error)
 }
 
 type portPatch struct {
-	Mode         *string `json:"mode"`
-	MTU          *uint32 `json:"mtu"`
-	Up           *bool   `json:"up"`
-	MAC          *string `json:"mac"`
-	AllMulticast *bool   `json:"allmulticast"`
+	Mode         *string  `json:"mode"`
+	MTU          *uint32  `json:"mtu"`
+	Up           *bool    `json:"up"`
+	MAC          *string  `json:"mac"`
+	AllMulticast *bool    `json:"allmulticast"`
+	Join         []string `json:"join"`  // multicast groups to subscribe (ip maddr add)
+	Leave        []string `json:"leave"` // groups to unsubscribe
 }
 
 func (a *apiServer) setPort(_ http.ResponseWriter, r *http.Request) (any, error) {

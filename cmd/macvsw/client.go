@@ -161,6 +161,7 @@ func cmdPort(ctx context.Context, args []string, stdout, stderr io.Writer) error
   macvsw port add --entry '{"name": ..., "tap": {...}}'  (a config port entry, JSON)
   macvsw port del NAME
   macvsw port set NAME [--mode M] [--mtu N] [--mac MAC] [--up|--down] [--allmulticast=BOOL]
+                  [--join GROUP]... [--leave GROUP]...
   macvsw port macaddr NAME add|del|flush|set [MAC...]`
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprintln(stderr, "Usage: "+usage)
@@ -179,6 +180,7 @@ func cmdPort(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		addrs                                         multiFlag
 		noOffloads, up, down                          bool
 		allmulti                                      string
+		join, leave                                   multiFlag
 	}
 	if sub == "add" {
 		fs.StringVar(&p.mode, "mode", "", "private, vepa, bridge, passthru or source (default vepa)")
@@ -200,6 +202,8 @@ func cmdPort(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fs.BoolVar(&p.up, "up", false, "bring the port up")
 		fs.BoolVar(&p.down, "down", false, "take the port down")
 		fs.StringVar(&p.allmulti, "allmulticast", "", "true or false")
+		fs.Var(&p.join, "join", "subscribe to a multicast group MAC (repeatable; ip maddr add)")
+		fs.Var(&p.leave, "leave", "unsubscribe from a group (repeatable)")
 	}
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -311,6 +315,12 @@ func cmdPort(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			patch["allmulticast"] = p.allmulti == "true"
 		default:
 			return &exitErr{exitUsage, fmt.Errorf("--allmulticast %q: want true or false", p.allmulti)}
+		}
+		if len(p.join) > 0 {
+			patch["join"] = []string(p.join)
+		}
+		if len(p.leave) > 0 {
+			patch["leave"] = []string(p.leave)
 		}
 		if len(patch) == 0 {
 			fs.Usage()

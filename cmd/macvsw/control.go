@@ -176,6 +176,32 @@ func (d *daemon) setPort(name string, patch portPatch) error {
 		}
 		d.updateConfig(name, func(p *config.Port) { p.AllMulticast = *patch.AllMulticast })
 	}
+	for _, g := range patch.Join {
+		m, err := vswitch.ParseMAC(g)
+		if err != nil {
+			return badRequest("join: %v", err)
+		}
+		if err := d.sw.JoinGroup(rp.p, m); err != nil {
+			return err
+		}
+		d.updateConfig(name, func(p *config.Port) {
+			if !slices.Contains(p.Multicast, m) {
+				p.Multicast = append(p.Multicast, m)
+			}
+		})
+	}
+	for _, g := range patch.Leave {
+		m, err := vswitch.ParseMAC(g)
+		if err != nil {
+			return badRequest("leave: %v", err)
+		}
+		if err := d.sw.LeaveGroup(rp.p, m); err != nil {
+			return err
+		}
+		d.updateConfig(name, func(p *config.Port) {
+			p.Multicast = slices.DeleteFunc(p.Multicast, func(x vswitch.MAC) bool { return x == m })
+		})
+	}
 	if patch.Up != nil {
 		if err := d.sw.SetUp(rp.p, *patch.Up); err != nil {
 			return err

@@ -115,6 +115,7 @@ var cases = []ccase{
 	{name: "08+", hairpin: true, modes: []string{"bridge", "private"}, sends: []send{{"A", "bcast", "A", 0, 0, nil}}},
 	{name: "09", modes: []string{"bridge", "bridge"}, sends: []send{{"A", "allhosts", "A", 0, 0, nil}}},
 	{name: "10", modes: []string{"bridge", "bridge"}, sends: []send{{"A", "group", "A", 0, 0, nil}}},
+	{name: "10j", modes: []string{"bridge", "bridge"}, setup: "B joins group", sends: []send{{"A", "group", "A", 0, 0, nil}}},
 	{name: "11", modes: []string{"bridge", "bridge"}, setup: "B allmulti", sends: []send{{"A", "group", "A", 0, 0, nil}}},
 	{name: "12-", modes: []string{"bridge", "bridge"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
 	{name: "12+", hairpin: true, modes: []string{"bridge", "bridge"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
@@ -341,6 +342,11 @@ func applySetup(v *netlab.Variant, setup string, macvsw bool) error {
 			return cli("port", "set", "p1", "--allmulticast=true")
 		}
 		return v.Lab.IP(v.Sandboxes[1], "link", "set", "eth0", "allmulticast", "on")
+	case "B joins group":
+		if macvsw {
+			return cli("port", "set", "p1", "--join", macOf("group").String())
+		}
+		return v.Lab.IP(v.Sandboxes[1], "maddr", "add", macOf("group").String(), "dev", "eth0")
 	case "lower down":
 		return v.Lab.IP(v.Topo.SW, "link", "set", netlab.Lower, "down")
 	case "cutoff -1":
