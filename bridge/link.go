@@ -179,7 +179,6 @@ type PortLink struct {
 	ep   stack.LinkEndpoint
 	d    *drainer
 	once sync.Once
-	opts Options
 }
 
 var _ QueueDispatcher = (*portDispatcher)(nil)
@@ -216,7 +215,7 @@ func (*portDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.Pac
 // own ep; Close detaches it.
 func AttachPort(p *vswitch.Port, ep stack.LinkEndpoint, opts Options) *PortLink {
 	opts.defaults()
-	l := &PortLink{sw: p.Switch(), port: p, ep: ep, d: newDrainer(ep, p, opts), opts: opts}
+	l := &PortLink{sw: p.Switch(), port: p, ep: ep, d: newDrainer(ep, p, opts)}
 	ep.Attach(&portDispatcher{sw: l.sw, port: p, sniff: &l.d.sniff})
 	if !opts.Manual {
 		l.d.start()

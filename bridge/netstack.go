@@ -45,12 +45,11 @@ type NetstackPort struct {
 	addrMu sync.Mutex
 	addr   tcpip.LinkAddress
 
-	tx       chan *stack.PacketBuffer
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	start    sync.Once
-	closed   sync.Once
-	closeAct atomic.Pointer[func()]
+	tx     chan *stack.PacketBuffer
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	start  sync.Once
+	closed sync.Once
 
 	txFull   atomic.Uint64 // frames refused: tx queue full
 	rxOther  atomic.Uint64 // unicast for another MAC, not given to netstack
@@ -176,7 +175,9 @@ func (*NetstackPort) ParseHeader(pkt *stack.PacketBuffer) bool {
 }
 
 // SetOnCloseAction implements stack.LinkEndpoint.
-func (e *NetstackPort) SetOnCloseAction(f func()) { e.closeAct.Store(&f) }
+// The port has no device that can die under it, so the action is never
+// needed.
+func (*NetstackPort) SetOnCloseAction(func()) {}
 
 // WritePackets implements stack.LinkWriter. It queues a reference to each
 // frame and returns at once; when the queue is full the rest are refused

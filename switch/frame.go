@@ -41,8 +41,7 @@ type frame struct {
 	etherType uint16 // after any VLAN tags
 	l3off     int    // offset of the L3 header in the frame
 	size      int    // whole frame, link header included
-	vlan      bool
-	ipv4Frag  bool // IPv4 with MF set or a non-zero fragment offset
+	ipv4Frag  bool   // IPv4 with MF set or a non-zero fragment offset
 	hash      uint32
 }
 
@@ -88,7 +87,6 @@ func parseFrame(b []byte, f *frame) {
 		if len(b) < off+vlanHeaderLen {
 			break
 		}
-		f.vlan = true
 		et = binary.BigEndian.Uint16(b[off+2 : off+4])
 		off += vlanHeaderLen
 	}

@@ -39,6 +39,7 @@ type daemon struct {
 // portEndpoint is what a port's OS endpoint offers besides LinkEndpoint.
 type portEndpoint interface {
 	stack.LinkEndpoint
+	NumQueues() int
 	Stats() endpoints.Stats
 	Close()
 }
@@ -192,7 +193,7 @@ func (d *daemon) addPort(pc config.Port) error {
 	bcq := pc.BCQueueLen
 	p, err := d.sw.AddPort(vswitch.PortConfig{
 		Name: pc.Name, Mode: pc.Mode, MAC: mac, MTU: uint32(pc.MTU),
-		Queues: rp.ep.(interface{ NumQueues() int }).NumQueues(), QueueLen: pc.QueueLen,
+		Queues: rp.ep.NumQueues(), QueueLen: pc.QueueLen,
 		AllMulti: pc.AllMulticast, Groups: pc.Multicast,
 		SourceMACs: pc.SourceMACs, NoDst: pc.NoDst, NoPromisc: pc.NoPromisc,
 		BroadcastQueueLen: &bcq,
