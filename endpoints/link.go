@@ -7,8 +7,6 @@ import (
 	"errors"
 	"sync/atomic"
 
-	"golang.org/x/sys/unix"
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -92,181 +90,10 @@ func parseEthernetHeader(pkt *stack.PacketBuffer) bool {
 	return true
 }
 
-// rxBufSizes shapes receive buffers: the first view holds any frame's L2-L4
-// headers, so that validation reads them without copying; the sum covers
-// MaxFrameSize plus a virtio-net header, with one spare byte so that a
-// full-buffer read reveals truncation. The views come from gVisor's chunk
-// pools.
-var rxBufSizes = []int{256, 256, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768}
-
-// rxBuffer is a reader's reusable set of pooled views and the iovecs that
-// point at them (the shape of fdbased's iovecBuffer). The first iovec
-// receives the virtio-net header, which is parsed and not kept.
-type rxBuffer struct {
-	sizes   []int
-	views   []*buffer.View
-	iovs    []unix.Iovec
-	vnet    []byte
-	vlanGap int // bytes left free at offset 12 of the first view (AF_PACKET VLAN re-insertion)
-}
-
-// newRxBuffer sizes the buffer for frames of up to maxFrame bytes.
-func newRxBuffer(hdrSize, maxFrame, vlanGap int) *rxBuffer {
-	b := &rxBuffer{vlanGap: vlanGap}
-	total := 0
-	for _, s := range rxBufSizes {
-		b.sizes = append(b.sizes, s)
-		total += s
-		if total > maxFrame+vlanGap {
-			break
-		}
-	}
-	b.views = make([]*buffer.View, len(b.sizes))
-	b.vnet = make([]byte, max(hdrSize, 1))[:hdrSize]
-	n := len(b.sizes)
-	if hdrSize > 0 {
-		n++
-	}
-	if vlanGap > 0 {
-		n++
-	}
-	b.iovs = make([]unix.Iovec, 0, n)
-	return b
-}
-
-// capacity is the largest frame a read can return without truncation.
-func (b *rxBuffer) capacity() int {
-	c := -b.vlanGap
-	for _, s := range b.sizes {
-		c += s
-	}
-	return c
-}
-
-// iovecs allocates views consumed by the previous pull and returns the
-// iovecs for the next read.
-func (b *rxBuffer) iovecs() []unix.Iovec {
-	b.iovs = b.iovs[:0]
-	if len(b.vnet) > 0 {
-		b.iovs = append(b.iovs, unix.Iovec{Base: &b.vnet[0]})
-		b.iovs[len(b.iovs)-1].SetLen(len(b.vnet))
-	}
-	if b.vlanGap > 0 && b.views[0] != nil && b.views[0].Size() != b.sizes[0] {
-		// fillGap trimmed it for a frame that was then dropped.
-		b.views[0].Release()
-		b.views[0] = nil
-	}
-	for i := range b.views {
-		if b.views[i] == nil {
-			b.views[i] = buffer.NewViewSize(b.sizes[i])
-		}
-		s := b.views[i].AsSlice()
-		if i == 0 && b.vlanGap > 0 {
-			b.iovs = append(b.iovs, unix.Iovec{Base: &s[0]})
-			b.iovs[len(b.iovs)-1].SetLen(12)
-			s = s[12+b.vlanGap:]
-		}
-		b.iovs = append(b.iovs, unix.Iovec{Base: &s[0]})
-		b.iovs[len(b.iovs)-1].SetLen(len(s))
-	}
-	return b.iovs
-}
-
-// head returns the start of the frame in the first view, valid until pull
-// (at most the first view's size).
-func (b *rxBuffer) head(frameLen int) []byte {
-	s := b.views[0].AsSlice()
-	return s[:min(len(s), frameLen)]
-}
-
-// fillGap finishes the frame of an AF_PACKET read with a VLAN gap: it puts
-// the tag (TPID, TCI) in the gap, or, with no tag, closes the gap by moving
-// the MAC addresses up. It returns the frame length. n is the frame bytes
-// the read returned (without the virtio-net header).
-func (b *rxBuffer) fillGap(n int, tagged bool, tpid, tci uint16) int {
-	if b.vlanGap == 0 {
-		return n
-	}
-	v := b.views[0].AsSlice()
-	if tagged && n >= 12 {
-		binary.BigEndian.PutUint16(v[12:], tpid)
-		binary.BigEndian.PutUint16(v[14:], tci)
-		return n + b.vlanGap
-	}
-	copy(v[b.vlanGap:12+b.vlanGap], v[:12])
-	b.views[0].TrimFront(b.vlanGap)
-	return n
-}
-
-// pull detaches the views holding frameLen bytes of frame and returns them
-// as a buffer the caller owns (usually moved into a PacketBuffer).
-func (b *rxBuffer) pull(frameLen int) buffer.Buffer {
-	var out buffer.Buffer
-	rem := frameLen
-	for i := range b.views {
-		if rem <= 0 {
-			break
-		}
-		v := b.views[i]
-		n := min(v.Size(), rem)
-		v.CapLength(n)
-		out.Append(v)
-		b.views[i] = nil
-		rem -= n
-	}
-	return out
-}
-
-func (b *rxBuffer) release() {
-	for i, v := range b.views {
-		if v != nil {
-			v.Release()
-			b.views[i] = nil
-		}
-	}
-}
-
-// txAction is how a frame goes out.
-type txAction uint8
-
-const (
-	txDirect   txAction = iota // as is, with the virtio-net header if any
-	txSegment                  // software GSO
-	txChecksum                 // software checksum completion
-	txDrop
-)
-
-// planTx decides how to send a frame of frameLen bytes whose start is head,
-// carrying gso, to a receiver with IP MTU mtu that takes GSO super-frames
-// (canGSO) and partial checksums (canCsum) through a virtio-net header.
-func planTx(gso stack.GSO, head []byte, frameLen int, mtu int, canGSO, canCsum bool) (VnetHdr, txAction, DropReason) {
-	l2, _, ok := l2Len(head)
-	if !ok {
-		return VnetHdr{}, txDrop, DropRunt
-	}
-	h := VnetFromGSO(gso, head, frameLen)
-	switch {
-	case h.IsGSO():
-		// Segments the receiver's GSO would produce must fit its MTU too.
-		if canGSO && int(h.HdrLen)-l2+int(h.GSOSize) <= mtu {
-			return h, txDirect, 0
-		}
-		return h, txSegment, 0
-	case frameLen > mtu+l2 && !canGSO:
-		// A receiver that negotiated GSO takes frames above its MTU (the
-		// kernel does not check the MTU on receive either: spec §5.2, a
-		// reassembled datagram, case 28); one that did not must not see
-		// them.
-		return h, txDrop, DropOversize
-	case h.NeedsCsum() && !canCsum:
-		return h, txChecksum, 0
-	}
-	return h, txDirect, 0
-}
-
-// linkAttrs is the state and the stack.LinkEndpoint methods Tap and Packet
-// share: the IP MTU, the MAC, the dispatcher and the close action, each an
-// atomic so every method is safe for concurrent use. Both embed it.
+// linkAttrs is the state and the stack.LinkEndpoint methods every
+// endpoint shares: the IP MTU, the MAC, the dispatcher and the close
+// action, each an atomic so every method is safe for concurrent use. The
+// engine embeds it.
 type linkAttrs struct {
 	mtu      atomic.Uint32
 	mac      atomic.Pointer[tcpip.LinkAddress]
@@ -321,3 +148,20 @@ func (a *linkAttrs) SetOnCloseAction(f func()) { a.onClose.Store(&f) }
 
 // IsAttached implements stack.LinkEndpoint.IsAttached.
 func (a *linkAttrs) IsAttached() bool { return a.dispatch.Load() != nil }
+
+// GSOMaxSize implements stack.GSOEndpoint.GSOMaxSize.
+func (e *engine) GSOMaxSize() uint32 {
+	if e.canGSO {
+		return GSOMaxSize
+	}
+	return 0
+}
+
+// SupportedGSO implements stack.GSOEndpoint.SupportedGSO: host GSO when
+// the endpoint takes offloads through a virtio-net header.
+func (e *engine) SupportedGSO() stack.SupportedGSO {
+	if e.canGSO {
+		return stack.HostGSOSupported
+	}
+	return stack.GSONotSupported
+}

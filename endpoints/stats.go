@@ -112,8 +112,10 @@ type QueueStats struct {
 	// on receive); Checksummed counts partial checksums completed.
 	Segmented   uint64
 	Checksummed uint64
-	// Failures counts FD errors that took the queue down.
-	Failures uint64
+	// Failures counts FD errors that took the queue down; LastError is
+	// the last of them ("recvmmsg: network is down"), empty if none.
+	Failures  uint64
+	LastError string
 }
 
 // Stats is a snapshot of an endpoint's counters, one entry per queue.
@@ -158,6 +160,12 @@ type queueCounters struct {
 	segmented   atomic.Uint64
 	checksummed atomic.Uint64
 	failures    atomic.Uint64
+	lastError   atomic.Pointer[string]
+}
+
+func (c *queueCounters) setLastError(op string, err error) {
+	s := op + ": " + err.Error()
+	c.lastError.Store(&s)
 }
 
 func (c *queueCounters) snapshot(state QueueState) QueueStats {
@@ -170,6 +178,9 @@ func (c *queueCounters) snapshot(state QueueState) QueueStats {
 		Segmented:   c.segmented.Load(),
 		Checksummed: c.checksummed.Load(),
 		Failures:    c.failures.Load(),
+	}
+	if e := c.lastError.Load(); e != nil {
+		s.LastError = *e
 	}
 	for i := range c.rxDrops {
 		s.RxDrops[i] = c.rxDrops[i].Load()

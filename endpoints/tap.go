@@ -3,25 +3,15 @@
 package endpoints
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"sync"
-	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-	"gvisor.dev/gvisor/pkg/rawfile"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
-
-// MaxTapQueues is the kernel's limit of queues per tun/tap device
-// (MAX_TAP_QUEUES in include/uapi/linux/if_tun.h users; tun.c).
-const MaxTapQueues = 256
 
 // tapOffloads are the TUNSETOFFLOAD bits we ask for: the kernel may then
 // hand us partial checksums and TSO super-frames (include/uapi/linux/if_tun.h).
@@ -39,7 +29,7 @@ type TapOptions struct {
 	// NetNS is the path of the network namespace to create the tap in
 	// (/var/run/netns/NAME or /proc/PID/ns/net); empty means the caller's.
 	NetNS string
-	// Queues is the number of queue FDs to open, 1 to MaxTapQueues
+	// Queues is the number of queue FDs to open, 1 to MaxQueues
 	// (default 1). Ignored by AdoptTap.
 	Queues int
 	// MAC is set on the interface by NewTap (nil keeps the kernel's random
@@ -72,98 +62,33 @@ type TapOptions struct {
 
 // Tap is a multi-queue tap endpoint: a stack.LinkEndpoint over one FD per
 // queue of a tun/tap device opened with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR|
-// IFF_MULTI_QUEUE.
+// IFF_MULTI_QUEUE, built on the queue engine (queues.go) with a readv
+// reader and a writev writer per queue.
 //
-// Receive: while attached, one goroutine per queue (rxLoop) reads a
-// virtio-net header and a frame per readv into pooled views, validates the
-// header as the kernel validates guest writes, and delivers the whole
-// Ethernet frame (no header consumed) with pkt.GSOOptions set. Readers park
-// on Go's netpoller (pollWaiter), which Attach(nil) and Close stop.
+// Receive: while attached, one goroutine per queue reads a virtio-net
+// header and a frame per readv into pooled views, validates the header as
+// the kernel validates guest writes, and delivers the whole Ethernet frame
+// (no header consumed) with pkt.GSOOptions set. Readers park on Go's
+// netpoller (pollWaiter), which Attach(nil) and Close stop.
 //
 // Transmit: WritePackets and WriteQueue writev a virtio-net header built
 // from pkt.GSOOptions and the frame's views, never blocking: a full queue
 // drops and counts. Writers to one queue are serialized by that queue's
-// mutex; different queues write in parallel.
+// lock; different queues write in parallel.
 //
 // Ownership: a Tap owns its queue FDs and closes them in Close, and deletes
 // the interface if NewTap created it. Methods are safe for concurrent use.
 type Tap struct {
-	log          *slog.Logger
-	onQueueState func(q int, up bool)
-	netns        string
-	created      bool // NewTap made the interface; Close deletes it
-	isTap        bool // FDs are tun/tap FDs (TUN ioctls apply)
-	hdrSize      int  // virtio-net header bytes per frame, 0 without
-	canGSO       bool // TX may carry GSO super-frames
-	canCsum      bool // TX may carry partial checksums
-	maxRxFrame   int
-
-	linkAttrs // MTU, MAC, dispatcher, close action
-
-	name   atomic.Pointer[string]
-	closed atomic.Bool
-	queues atomic.Pointer[[]*tapQueue] // copy-on-write, under mu
-
-	// mu serializes control operations: Attach, AttachFD, Detach/AttachQueue,
-	// Close. Lock order: mu before any tapQueue.wmu. Never held while
-	// delivering.
-	mu       sync.Mutex
-	attached bool
-	wg       sync.WaitGroup // running rxLoops
+	engine
+	netns   string
+	created bool // NewTap made the interface; Close deletes it
+	isTap   bool // FDs are tun/tap FDs (TUN ioctls apply)
 }
 
 var (
 	_ stack.LinkEndpoint = (*Tap)(nil)
 	_ stack.GSOEndpoint  = (*Tap)(nil)
 )
-
-// tapQueue is one queue FD with its reader state, writer scratch and
-// counters.
-type tapQueue struct {
-	idx   int
-	fd    int
-	state atomic.Uint32 // QueueState
-	c     queueCounters
-
-	// Reader, owned by Tap.mu: stop is the running reader's waiter (nil
-	// when none), done closes when it exits.
-	stopMu sync.Mutex // guards stop against a concurrent close
-	stop   *pollWaiter
-	done   chan struct{}
-
-	// wmu guards the FD for writing (against Close and AttachFD) and the
-	// writer scratch.
-	wmu sync.Mutex
-	tx  txScratch
-}
-
-// txScratch is a writer's reusable memory.
-type txScratch struct {
-	iovs []unix.Iovec
-	hdr  []byte
-	zero []byte
-	head [256]byte
-	flat []byte // lazily MaxFrameSize, software fallbacks only
-	seg  []byte
-}
-
-func newTxScratch(hdrSize int) txScratch {
-	return txScratch{
-		iovs: make([]unix.Iovec, 0, 64),
-		hdr:  make([]byte, max(hdrSize, 1))[:hdrSize],
-		zero: make([]byte, max(hdrSize, 1))[:hdrSize],
-	}
-}
-
-func (s *txScratch) fallbackBufs() ([]byte, []byte) {
-	if s.flat == nil {
-		// Allocated once per writer, on the first frame needing software
-		// segmentation or checksum completion.
-		s.flat = make([]byte, MaxFrameSize)
-		s.seg = make([]byte, MaxFrameSize)
-	}
-	return s.flat, s.seg
-}
 
 // NewTap creates a tap interface (in opts.NetNS, named opts.Name) with
 // opts.Queues queues, configures MAC, MTU, addresses and brings it up
@@ -174,8 +99,8 @@ func NewTap(opts TapOptions) (*Tap, error) {
 	if nq == 0 {
 		nq = 1
 	}
-	if nq < 1 || nq > MaxTapQueues {
-		return nil, fmt.Errorf("tap %q: queues %d out of range 1..%d", opts.Name, nq, MaxTapQueues)
+	if nq < 1 || nq > MaxQueues {
+		return nil, fmt.Errorf("tap %q: queues %d out of range 1..%d", opts.Name, nq, MaxQueues)
 	}
 	fds, name, err := OpenTapQueues(opts.NetNS, opts.Name, nq, !opts.NoVnetHdr)
 	if err != nil {
@@ -186,7 +111,7 @@ func NewTap(opts TapOptions) (*Tap, error) {
 		closeFDs(fds)
 		return nil, err
 	}
-	t.name.Store(&name)
+	t.setName(name)
 	if err := t.configureLink(opts); err != nil {
 		t.Close()
 		return nil, err
@@ -205,8 +130,8 @@ func NewTap(opts TapOptions) (*Tap, error) {
 // exchanges frames with a virtio-net header of opts.VnetHdrSize bytes
 // (none with opts.NoVnetHdr); queue ioctls then fail.
 func AdoptTap(fds []int, opts TapOptions) (*Tap, error) {
-	if len(fds) < 1 || len(fds) > MaxTapQueues {
-		return nil, fmt.Errorf("adopt tap: %d fds, want 1..%d", len(fds), MaxTapQueues)
+	if len(fds) < 1 || len(fds) > MaxQueues {
+		return nil, fmt.Errorf("adopt tap: %d fds, want 1..%d", len(fds), MaxQueues)
 	}
 	t, err := newTap(fds, opts, false)
 	if err != nil {
@@ -219,22 +144,8 @@ func AdoptTap(fds []int, opts TapOptions) (*Tap, error) {
 }
 
 func newTap(fds []int, opts TapOptions, created bool) (*Tap, error) {
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	t := &Tap{
-		log:          log,
-		onQueueState: opts.OnQueueState,
-		netns:        opts.NetNS,
-		created:      created,
-	}
+	t := &Tap{netns: opts.NetNS, created: created}
 	name := opts.Name
-	t.name.Store(&name)
-	t.mtu.Store(opts.MTU)
-	mac := tcpip.LinkAddress(opts.MAC)
-	t.mac.Store(&mac)
-
 	ifr, err := unix.NewIfreq("")
 	if err != nil {
 		return nil, err
@@ -244,7 +155,7 @@ func newTap(fds []int, opts TapOptions, created bool) (*Tap, error) {
 		t.isTap = true
 		flags = ifr.Uint16()
 		if n := ifr.Name(); n != "" {
-			t.name.Store(&n)
+			name = n
 		}
 		if flags&unix.IFF_TAP == 0 {
 			return nil, fmt.Errorf("adopt tap fd %d: %q is a tun device, not a tap", fds[0], ifr.Name())
@@ -263,26 +174,25 @@ func newTap(fds []int, opts TapOptions, created bool) (*Tap, error) {
 	case t.isTap && flags&unix.IFF_VNET_HDR == 0:
 		hdrSize = 0
 	}
-	t.hdrSize = hdrSize
+	e := &t.engine
+	e.hdrSize = hdrSize
 	if hdrSize > 0 && !opts.NoOffloads {
-		t.canGSO, t.canCsum = true, true
+		e.canGSO, e.canCsum = true, true
 	}
+	e.newReader = newReadvReader
+	e.newWriter = newWritevWriter
+	e.mtu.Store(opts.MTU)
+	mac := tcpip.LinkAddress(opts.MAC)
+	e.mac.Store(&mac)
+	e.init("tap", name, opts.Logger)
 	for _, fd := range fds {
 		if err := t.setupFD(fd); err != nil {
 			return nil, err
 		}
 	}
-	t.maxRxFrame = MaxFrameSize
-	qs := make([]*tapQueue, len(fds))
-	for i, fd := range fds {
-		qs[i] = t.newQueue(i, fd)
-	}
-	t.queues.Store(&qs)
+	e.setQueues(fds)
+	e.SetQueueStateFunc(opts.OnQueueState)
 	return t, nil
-}
-
-func (t *Tap) newQueue(idx, fd int) *tapQueue {
-	return &tapQueue{idx: idx, fd: fd, tx: newTxScratch(t.hdrSize)}
 }
 
 // setupFD makes fd non-blocking and applies the vnet settings to a tap FD.
@@ -400,437 +310,6 @@ func (t *Tap) configureLink(opts TapOptions) error {
 	return nil
 }
 
-// Name returns the interface name ("" for an adopted non-tap FD).
-func (t *Tap) Name() string { return *t.name.Load() }
-
-// NumQueues returns the number of queue slots, dead ones included.
-func (t *Tap) NumQueues() int { return len(*t.queues.Load()) }
-
-func (t *Tap) queueList() []*tapQueue { return *t.queues.Load() }
-
-// GSOMaxSize implements stack.GSOEndpoint.
-func (t *Tap) GSOMaxSize() uint32 {
-	if t.canGSO {
-		return GSOMaxSize
-	}
-	return 0
-}
-
-// SupportedGSO implements stack.GSOEndpoint: host GSO when the tap takes
-// offloads.
-func (t *Tap) SupportedGSO() stack.SupportedGSO {
-	if t.canGSO {
-		return stack.HostGSOSupported
-	}
-	return stack.GSONotSupported
-}
-
-// Attach implements stack.LinkEndpoint.Attach. A non-nil dispatcher starts
-// one reader per live queue; nil stops them and returns after they exited,
-// so no delivery happens after Attach(nil) returns.
-func (t *Tap) Attach(d stack.NetworkDispatcher) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if d == nil {
-		t.stopReadersLocked()
-		t.dispatch.Store(nil)
-		t.attached = false
-		return
-	}
-	t.dispatch.Store(newDispatchers(d))
-	if t.attached || t.closed.Load() {
-		return
-	}
-	t.attached = true
-	for _, q := range t.queueList() {
-		t.startReaderLocked(q)
-	}
-}
-
-// Wait implements stack.LinkEndpoint.Wait: it returns when no reader runs.
-func (t *Tap) Wait() { t.wg.Wait() }
-
-// Preconditions: t.mu is held.
-func (t *Tap) startReaderLocked(q *tapQueue) {
-	if q.done != nil || QueueState(q.state.Load()) == QueueDead {
-		return
-	}
-	sfd, err := newPollWaiter(q.fd)
-	if err != nil {
-		t.log.Error("tap queue reader not started", "tap", t.Name(), "queue", q.idx, "err", err)
-		return
-	}
-	q.stopMu.Lock()
-	q.stop = sfd
-	q.stopMu.Unlock()
-	q.done = make(chan struct{})
-	t.wg.Add(1)
-	go t.rxLoop(q, sfd, q.done)
-}
-
-// Preconditions: t.mu is held.
-func (t *Tap) stopReaderLocked(q *tapQueue) {
-	if q.done == nil {
-		return
-	}
-	q.stop.Stop()
-	<-q.done
-	q.stopMu.Lock()
-	q.stop.Close()
-	q.stop = nil
-	q.stopMu.Unlock()
-	q.done = nil
-}
-
-// Preconditions: t.mu is held.
-func (t *Tap) stopReadersLocked() {
-	qs := t.queueList()
-	for _, q := range qs {
-		if q.done != nil {
-			q.stop.Stop()
-		}
-	}
-	for _, q := range qs {
-		t.stopReaderLocked(q)
-	}
-}
-
-// rxLoop reads frames from one queue until stopped or the FD fails.
-func (t *Tap) rxLoop(q *tapQueue, w *pollWaiter, done chan struct{}) {
-	defer t.wg.Done()
-	defer close(done)
-	// The waiter's dup keeps the queue open in the kernel: release it as
-	// soon as the reader ends, so a failed queue is detached at once.
-	defer w.Close()
-	b := newRxBuffer(t.hdrSize, t.maxRxFrame, 0)
-	defer b.release()
-	var rs rxScratch
-	for {
-		n, errno := w.readv(b.iovecs())
-		switch {
-		case n == -1:
-			return
-		case errno != 0:
-			t.queueFailed(q, "read", errno)
-			return
-		case n == 0:
-			t.queueFailed(q, "read", io.EOF)
-			return
-		}
-		t.handleFrame(q, b, n, &rs)
-	}
-}
-
-// rxScratch is a reader's memory for USO segmentation on receive.
-type rxScratch struct {
-	flat, seg []byte
-}
-
-// handleFrame validates and delivers one read of n bytes.
-func (t *Tap) handleFrame(q *tapQueue, b *rxBuffer, n int, rs *rxScratch) {
-	hs := t.hdrSize
-	if n < hs {
-		q.c.vnetErrors[VnetShortWrite].Add(1)
-		return
-	}
-	frameLen := n - hs
-	if frameLen >= b.capacity() {
-		q.c.rxDrops[DropOversize].Add(1)
-		return
-	}
-	head := b.head(frameLen)
-	var vh VnetHdr
-	if hs > 0 {
-		vh, _ = ParseVnetHdr(b.vnet)
-	}
-	deliverFrame(&t.dispatch, &q.c, q.idx, b, head, frameLen, hs > 0, vh, rs)
-}
-
-// deliverFrame is the receive path shared by Tap and Packet: validate the
-// virtio-net header (if hasVnet), handle USO/UFO, wrap the frame's views in
-// a packet and deliver it.
-func deliverFrame(dp *atomic.Pointer[dispatchers], c *queueCounters, qidx int, b *rxBuffer,
-	head []byte, frameLen int, hasVnet bool, vh VnetHdr, rs *rxScratch) bool {
-	var g stack.GSO
-	validated := false
-	if hasVnet {
-		validated = vh.Flags&VnetFlagDataValid != 0
-		h, r := vh.check(head, frameLen)
-		if r != VnetOK {
-			c.vnetErrors[r].Add(1)
-			return false
-		}
-		switch h.GSOType &^ VnetGSOECN {
-		case VnetGSOUDPL4:
-			deliverUSO(dp, c, qidx, b, frameLen, h, rs)
-			return true
-		case VnetGSOUDP:
-			c.rxDrops[DropUnsupportedGSO].Add(1)
-			return false
-		}
-		l2, _, _ := l2Len(head)
-		g, _ = h.GSO(l2)
-	} else if frameLen < header.EthernetMinimumSize {
-		c.rxDrops[DropRunt].Add(1)
-		return false
-	}
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: b.pull(frameLen)})
-	pkt.GSOOptions = g
-	pkt.RXChecksumValidated = validated
-	c.rxPackets.Add(1)
-	c.rxBytes.Add(uint64(frameLen))
-	deliver(dp, qidx, head, pkt)
-	pkt.DecRef()
-	return true
-}
-
-// deliverUSO segments a received USO super-frame in software and delivers
-// each datagram: gVisor's stack.GSO has no UDP type to carry it on.
-func deliverUSO(dp *atomic.Pointer[dispatchers], c *queueCounters, qidx int, b *rxBuffer, frameLen int, h VnetHdr, rs *rxScratch) {
-	if rs.flat == nil {
-		// Once per reader, on its first USO frame.
-		rs.flat = make([]byte, MaxFrameSize)
-		rs.seg = make([]byte, MaxFrameSize)
-	}
-	flat := rs.flat[:0]
-	for _, v := range b.views {
-		if len(flat) >= frameLen || v == nil {
-			break
-		}
-		s := v.AsSlice()
-		flat = append(flat, s[:min(len(s), frameLen-len(flat))]...)
-	}
-	_, err := Segment(flat, h, 0, rs.seg, func(seg []byte) bool {
-		pkt := newFramePacket(seg, 0)
-		c.rxPackets.Add(1)
-		c.rxBytes.Add(uint64(len(seg)))
-		deliver(dp, qidx, seg, pkt)
-		pkt.DecRef()
-		return true
-	})
-	if err != nil {
-		c.rxDrops[DropMalformed].Add(1)
-		return
-	}
-	c.segmented.Add(1)
-}
-
-// queueFailed marks q dead after an FD error; only that queue stops.
-func (t *Tap) queueFailed(q *tapQueue, op string, err error) {
-	if t.closed.Load() {
-		return
-	}
-	if QueueState(q.state.Swap(uint32(QueueDead))) == QueueDead {
-		return
-	}
-	q.c.failures.Add(1)
-	q.stopMu.Lock()
-	if q.stop != nil {
-		q.stop.Stop() // a writer noticed: stop the reader too
-	}
-	q.stopMu.Unlock()
-	t.log.Warn("tap queue down", "tap", t.Name(), "queue", q.idx, "op", op, "err", err)
-	if t.onQueueState != nil {
-		t.onQueueState(q.idx, false)
-	}
-	for _, o := range t.queueList() {
-		if QueueState(o.state.Load()) != QueueDead {
-			return
-		}
-	}
-	t.runCloseAction()
-}
-
-// fdBroken reports whether a write error means the FD itself is unusable
-// (as opposed to this frame being refused, or the interface being down).
-func fdBroken(e unix.Errno) bool {
-	switch e {
-	case unix.EBADF, unix.EBADFD, unix.EPIPE, unix.ECONNRESET, unix.ENOTCONN, unix.ENXIO, unix.ENODEV, unix.EFAULT:
-		return true
-	}
-	return false
-}
-
-// pickQueue returns the first live queue at or after i (mod n), or nil.
-func pickQueue(qs []*tapQueue, i int) *tapQueue {
-	for k := range qs {
-		q := qs[(i+k)%len(qs)]
-		if QueueState(q.state.Load()) != QueueDead {
-			return q
-		}
-	}
-	return nil
-}
-
-// WritePackets implements stack.LinkWriter.WritePackets. Each packet (whole
-// frame, borrowed) goes to queue pkt.Hash % NumQueues(), or the next live
-// queue. It never blocks: a frame that does not fit is dropped and counted
-// (tx_full). It returns the number of frames written and, if any frame
-// could not be, the last error (ErrWouldBlock for a full queue,
-// ErrClosedForSend after Close); dropped frames are not retried.
-func (t *Tap) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
-	qs := t.queueList()
-	n := 0
-	var terr tcpip.Error
-	for _, pkt := range pkts.AsSlice() {
-		q := pickQueue(qs, int(pkt.Hash%uint32(len(qs))))
-		ok, err := t.writeOne(q, pkt)
-		if ok {
-			n++
-		} else if err != nil {
-			terr = err
-		}
-	}
-	return n, terr
-}
-
-// WriteQueue writes pkts (borrowed) to queue q folded into the queue range
-// (q % NumQueues(), or the next live queue). Results are as WritePackets'.
-func (t *Tap) WriteQueue(q int, pkts stack.PacketBufferList) (int, tcpip.Error) {
-	qs := t.queueList()
-	tq := pickQueue(qs, q%len(qs))
-	n := 0
-	var terr tcpip.Error
-	for _, pkt := range pkts.AsSlice() {
-		ok, err := t.writeOne(tq, pkt)
-		if ok {
-			n++
-		} else if err != nil {
-			terr = err
-		}
-	}
-	return n, terr
-}
-
-func (t *Tap) writeOne(q *tapQueue, pkt *stack.PacketBuffer) (bool, tcpip.Error) {
-	if q == nil {
-		qs := t.queueList()
-		qs[0].c.txDrops[DropQueueDown].Add(1)
-		return false, &tcpip.ErrClosedForSend{}
-	}
-	q.wmu.Lock()
-	defer q.wmu.Unlock()
-	if t.closed.Load() || q.fd < 0 {
-		q.c.txDrops[DropClosed].Add(1)
-		return false, &tcpip.ErrClosedForSend{}
-	}
-	ok, reason, errno := writeFrame(q.fd, &q.tx, &q.c, t.hdrSize, pkt, int(t.mtu.Load()), t.canGSO, t.canCsum, writevFD)
-	if ok {
-		return true, nil
-	}
-	if errno != 0 && fdBroken(errno) {
-		t.queueFailed(q, "write", errno)
-	}
-	if reason == DropTxFull {
-		return false, &tcpip.ErrWouldBlock{}
-	}
-	return false, nil
-}
-
-// writevFD writes one frame with writev, retrying on EINTR.
-func writevFD(fd int, iovs []unix.Iovec) unix.Errno {
-	for {
-		e := rawfile.NonBlockingWriteIovec(fd, iovs)
-		if e != unix.EINTR {
-			return e
-		}
-	}
-}
-
-// writeFrame sends pkt's frame on fd through write, applying the software
-// fallbacks when the receiver cannot take what pkt carries. It counts the
-// result in c. Preconditions: the caller serializes use of s.
-func writeFrame(fd int, s *txScratch, c *queueCounters, hdrSize int, pkt *stack.PacketBuffer,
-	mtu int, canGSO, canCsum bool, write func(int, []unix.Iovec) unix.Errno) (bool, DropReason, unix.Errno) {
-	frameLen := pkt.Size()
-	head := peekPacket(s.head[:], pkt)
-	h, act, reason := planTx(pkt.GSOOptions, head, frameLen, mtu, canGSO && hdrSize > 0, canCsum && hdrSize > 0)
-	emit := func(hdr []byte, frame []byte) (DropReason, unix.Errno) {
-		s.iovs = s.iovs[:0]
-		s.iovs = rawfile.AppendIovecFromBytes(s.iovs, hdr, rawfile.MaxIovs)
-		s.iovs = rawfile.AppendIovecFromBytes(s.iovs, frame, rawfile.MaxIovs)
-		if e := write(fd, s.iovs); e != 0 {
-			return dropForErrno(e), e
-		}
-		c.txPackets.Add(1)
-		c.txBytes.Add(uint64(len(frame)))
-		return 0, 0
-	}
-	switch act {
-	case txDrop:
-		c.txDrops[reason].Add(1)
-		return false, reason, 0
-	case txDirect:
-		if hdrSize > 0 {
-			h.Encode(s.hdr)
-		}
-		s.iovs = s.iovs[:0]
-		s.iovs = rawfile.AppendIovecFromBytes(s.iovs, s.hdr, rawfile.MaxIovs)
-		views, off := pkt.AsViewList()
-		for v := views.Front(); v != nil; v = v.Next() {
-			b := v.AsSlice()
-			if off >= len(b) {
-				off -= len(b)
-				continue
-			}
-			s.iovs = rawfile.AppendIovecFromBytes(s.iovs, b[off:], rawfile.MaxIovs)
-			off = 0
-		}
-		if e := write(fd, s.iovs); e != 0 {
-			r := dropForErrno(e)
-			c.txDrops[r].Add(1)
-			return false, r, e
-		}
-		c.txPackets.Add(1)
-		c.txBytes.Add(uint64(frameLen))
-		return true, 0, 0
-	case txChecksum:
-		flat, _ := s.fallbackBufs()
-		frame := copyPacket(flat, pkt)
-		if err := FinishChecksum(frame, int(h.CsumStart), int(h.CsumOffset)); err != nil {
-			c.txDrops[DropMalformed].Add(1)
-			return false, DropMalformed, 0
-		}
-		c.checksummed.Add(1)
-		if r, e := emit(s.zero, frame); e != 0 {
-			c.txDrops[r].Add(1)
-			return false, r, e
-		}
-		return true, 0, 0
-	}
-	// txSegment.
-	flat, seg := s.fallbackBufs()
-	frame := copyPacket(flat, pkt)
-	var (
-		failR DropReason
-		failE unix.Errno
-	)
-	_, err := Segment(frame, h, mtu, seg, func(b []byte) bool {
-		failR, failE = emit(s.zero, b)
-		return failE == 0
-	})
-	switch {
-	case errors.Is(err, ErrSegmentTooBig):
-		c.txDrops[DropOversize].Add(1)
-		return false, DropOversize, 0
-	case err != nil:
-		c.txDrops[DropMalformed].Add(1)
-		return false, DropMalformed, 0
-	case failE != 0:
-		c.txDrops[failR].Add(1)
-		return false, failR, failE
-	}
-	c.segmented.Add(1)
-	return true, 0, 0
-}
-
-func dropForErrno(e unix.Errno) DropReason {
-	if e == unix.EAGAIN {
-		return DropTxFull
-	}
-	return DropTxError
-}
-
 // DetachQueue removes queue q from the kernel's queue selection
 // (TUNSETQUEUE IFF_DETACH_QUEUE): the kernel stops sending it frames, while
 // writes on it still work.
@@ -843,27 +322,20 @@ func (t *Tap) AttachQueue(q int) error { return t.setQueue(q, true) }
 func (t *Tap) setQueue(q int, attach bool) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.closed.Load() {
-		return ErrClosed
+	flag, op, state := uint16(unix.IFF_DETACH_QUEUE), "detach", QueueDetached
+	if attach {
+		flag, op, state = unix.IFF_ATTACH_QUEUE, "attach", QueueUp
 	}
-	qs := t.queueList()
-	if q < 0 || q >= len(qs) {
-		return fmt.Errorf("tap %q: no queue %d", t.Name(), q)
+	tq, err := t.liveQueueLocked(q)
+	if err != nil {
+		return err
 	}
-	tq := qs[q]
 	if !t.isTap {
 		return fmt.Errorf("tap %q queue %d: not a tap fd", t.Name(), q)
-	}
-	if QueueState(tq.state.Load()) == QueueDead {
-		return fmt.Errorf("tap %q queue %d: queue is dead", t.Name(), q)
 	}
 	ifr, err := unix.NewIfreq("")
 	if err != nil {
 		return err
-	}
-	flag, op, state := uint16(unix.IFF_DETACH_QUEUE), "detach", QueueDetached
-	if attach {
-		flag, op, state = unix.IFF_ATTACH_QUEUE, "attach", QueueUp
 	}
 	ifr.SetUint16(flag)
 	if err := unix.IoctlIfreq(tq.fd, unix.TUNSETQUEUE, ifr); err != nil {
@@ -871,9 +343,7 @@ func (t *Tap) setQueue(q int, attach bool) error {
 	}
 	tq.state.Store(uint32(state))
 	t.log.Info("tap queue "+op+"ed", "tap", t.Name(), "queue", q)
-	if t.onQueueState != nil {
-		t.onQueueState(q, attach)
-	}
+	t.notifyQueue(q, attach)
 	return nil
 }
 
@@ -904,52 +374,18 @@ func (t *Tap) AttachFD(fd int) (int, error) {
 		return -1, err
 	}
 	qs := t.queueList()
-	idx := -1
+	idx := len(qs)
 	for i, q := range qs {
 		if QueueState(q.state.Load()) == QueueDead {
 			idx = i
 			break
 		}
 	}
-	nq := t.newQueue(len(qs), fd)
-	if idx >= 0 {
-		old := qs[idx]
-		t.stopReaderLocked(old)
-		old.wmu.Lock()
-		unix.Close(old.fd)
-		old.fd = -1
-		old.wmu.Unlock()
-		nq.idx = idx
-		nq.c.failures.Store(old.c.failures.Load())
-	} else if len(qs) >= MaxTapQueues {
-		return -1, fmt.Errorf("tap %q: already %d queues", t.Name(), len(qs))
+	if err := t.setFDLocked(idx, fd, nil); err != nil {
+		return -1, err
 	}
-	next := make([]*tapQueue, len(qs), len(qs)+1)
-	copy(next, qs)
-	if idx >= 0 {
-		next[idx] = nq
-	} else {
-		next = append(next, nq)
-	}
-	t.queues.Store(&next)
-	if t.attached {
-		t.startReaderLocked(nq)
-	}
-	t.log.Info("tap queue fd attached", "tap", t.Name(), "queue", nq.idx)
-	if t.onQueueState != nil {
-		t.onQueueState(nq.idx, true)
-	}
-	return nq.idx, nil
-}
-
-// Stats returns a snapshot of every queue's counters.
-func (t *Tap) Stats() Stats {
-	qs := t.queueList()
-	s := Stats{Queues: make([]QueueStats, len(qs))}
-	for i, q := range qs {
-		s.Queues[i] = q.c.snapshot(QueueState(q.state.Load()))
-	}
-	return s
+	t.log.Info("tap queue fd attached", "tap", t.Name(), "queue", idx)
+	return idx, nil
 }
 
 // Close implements stack.LinkEndpoint.Close. It is idempotent. Order: stop
@@ -957,25 +393,7 @@ func (t *Tap) Stats() Stats {
 // FDs, then delete the interface if NewTap created it (normally already
 // gone with its last FD).
 func (t *Tap) Close() {
-	t.mu.Lock()
-	if t.closed.Swap(true) {
-		t.mu.Unlock()
-		return
-	}
-	t.stopReadersLocked()
-	t.dispatch.Store(nil)
-	t.attached = false
-	for _, q := range t.queueList() {
-		q.wmu.Lock()
-		if q.fd >= 0 {
-			unix.Close(q.fd)
-			q.fd = -1
-		}
-		q.state.Store(uint32(QueueDead))
-		q.wmu.Unlock()
-	}
-	t.mu.Unlock()
-	if t.created {
+	if t.closeQueues() && t.created {
 		t.deleteLink()
 	}
 }
@@ -1013,21 +431,16 @@ func (t *Tap) SetCarrier(on bool) error {
 	if !t.isTap {
 		return fmt.Errorf("tap %q: not a tap fd", t.Name())
 	}
+	fd := t.liveFDLocked()
+	if fd < 0 {
+		return fmt.Errorf("tap %q: set carrier: no live queue", t.Name())
+	}
 	v := 0
 	if on {
 		v = 1
 	}
-	var err error
-	for _, q := range t.queueList() {
-		if QueueState(q.state.Load()) == QueueDead {
-			continue
-		}
-		if err = unix.IoctlSetPointerInt(q.fd, tunSetCarrier, v); err == nil {
-			return nil
-		}
+	if err := unix.IoctlSetPointerInt(fd, tunSetCarrier, v); err != nil {
+		return fmt.Errorf("tap %q: set carrier: %w", t.Name(), err)
 	}
-	if err == nil {
-		err = errors.New("no live queue")
-	}
-	return fmt.Errorf("tap %q: set carrier: %w", t.Name(), err)
+	return nil
 }

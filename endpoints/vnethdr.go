@@ -101,6 +101,18 @@ func (h VnetHdr) Encode(b []byte) {
 // NeedsCsum reports whether the frame carries a partial checksum.
 func (h VnetHdr) NeedsCsum() bool { return h.Flags&VnetFlagNeedsCsum != 0 }
 
+// shifted returns h for the same frame with n bytes inserted before its
+// network header (a VLAN tag put back): the offsets move, the rest stays.
+func (h VnetHdr) shifted(n uint16) VnetHdr {
+	if h.NeedsCsum() {
+		h.CsumStart += n
+	}
+	if h.HdrLen != 0 {
+		h.HdrLen += n
+	}
+	return h
+}
+
 // IsGSO reports whether the frame is a segmentation-offload super-frame.
 func (h VnetHdr) IsGSO() bool { return h.GSOType&^VnetGSOECN != VnetGSONone }
 

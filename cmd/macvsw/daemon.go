@@ -94,11 +94,11 @@ func startDaemon(cfg *config.Config, log *slog.Logger) (_ *daemon, err error) {
 		Interface:     cfg.Lower.Interface,
 		Queues:        cfg.Lower.NumQueues(),
 		NoPromiscuous: !promisc,
-		OnLinkChange: func(up bool, ifMTU uint32) {
-			d.sw.SetLowerState(up)
+		OnLinkChange: func(st endpoints.LinkState) {
+			d.sw.SetLowerState(st.Up())
 			d.syncCarriers()
-			if cfg.Lower.MTU == 0 && ifMTU != 0 {
-				if err := d.sw.SetLowerMTU(ifMTU); err != nil {
+			if cfg.Lower.MTU == 0 && st.MTU != 0 {
+				if err := d.sw.SetLowerMTU(st.MTU); err != nil {
 					log.Warn("lower MTU", "err", err)
 				}
 			}

@@ -59,9 +59,9 @@ func testNetnsPacket(t *testing.T, rx PacketRx) {
 	var linkMu sync.Mutex
 	var linkEvents []string
 	ep, err := NewPacket(PacketOptions{Interface: "vethb", NetNS: pathB, Queues: 2, Rx: rx,
-		OnLinkChange: func(up bool, mtu uint32) {
+		OnLinkChange: func(st LinkState) {
 			linkMu.Lock()
-			linkEvents = append(linkEvents, map[bool]string{true: "up", false: "down"}[up]+"/"+itoa(int(mtu)))
+			linkEvents = append(linkEvents, map[bool]string{true: "up", false: "down"}[st.Up()]+"/"+itoa(int(st.MTU)))
 			linkMu.Unlock()
 		}})
 	if err != nil {
@@ -144,13 +144,13 @@ func testNetnsPacket(t *testing.T, rx PacketRx) {
 	nsRun(t, nsA, "ip", "link", "set", "vetha", "down")
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		if up, mtu := ep.LinkState(); !up && mtu == 1400 {
+		if st := ep.LinkState(); !st.Up() && st.MTU == 1400 {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if up, mtu := ep.LinkState(); up || mtu != 1400 {
-		t.Errorf("LinkState = %v, %d; want down, 1400", up, mtu)
+	if st := ep.LinkState(); st.Up() || st.MTU != 1400 {
+		t.Errorf("LinkState = %+v; want down, 1400", st)
 	}
 	linkMu.Lock()
 	if len(linkEvents) == 0 || linkEvents[len(linkEvents)-1] != "down/1400" {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -103,6 +102,16 @@ func ringTestBlock(size, hdrSize int, frames ...ringTestFrame) []byte {
 	return blk
 }
 
+// ringTestReader returns queue idx of an AF_PACKET-like engine with a
+// virtio-net header, attached to d, and a ring reader for it that is fed
+// blocks by hand.
+func ringTestReader(d stack.NetworkDispatcher, idx int) (*fdQueue, *ringReader) {
+	e := &engine{hdrSize: VnetHdrSize, newWriter: newMMsgWriter}
+	e.dispatch.Store(newDispatchers(d))
+	q := e.newQueue(idx, -1)
+	return q, newRingReader(q).(*ringReader)
+}
+
 func vlanTagged(frame []byte, tpid, tci uint16) []byte {
 	out := append([]byte(nil), frame[:12]...)
 	out = binary.BigEndian.AppendUint16(out, tpid)
@@ -142,13 +151,10 @@ func TestRingBlock(t *testing.T) {
 			want: [][]byte{vlanTagged(tsoFrame, 0x8100, 5)}, wantGSO: []stack.GSO{wantGSO}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := &Packet{hdrSize: VnetHdrSize}
 			rec := newRecorder()
-			p.dispatch.Store(newDispatchers(rec))
-			s := &packetSock{idx: 1}
-			x := &ringRx{b: rxBuffer{views: make([]*buffer.View, 1)}}
-			defer x.b.release()
-			p.ringBlock(s, ringTestBlock(64<<10, VnetHdrSize, tc.frames...), x)
+			s, x := ringTestReader(rec, 1)
+			defer x.release()
+			x.block(ringTestBlock(64<<10, VnetHdrSize, tc.frames...))
 			got := rec.snapshot()
 			if len(got) != len(tc.want) {
 				t.Fatalf("delivered %d frames, want %d", len(got), len(tc.want))
@@ -185,17 +191,14 @@ func TestRingBlockMalformed(t *testing.T) {
 	plain := udpFrame(vethAMAC, vethBMAC, vethAIP, vethBIP, 1, 2, []byte("plain"))
 	blk := ringTestBlock(4096, VnetHdrSize, ringTestFrame{frame: plain})
 	binary.NativeEndian.PutUint32(blk[blockNumPktsOff:], 3)
-	p := &Packet{hdrSize: VnetHdrSize}
 	var c counter
-	p.dispatch.Store(newDispatchers(&c))
-	s := &packetSock{}
-	x := &ringRx{b: rxBuffer{views: make([]*buffer.View, 1)}}
-	p.ringBlock(s, blk, x)
+	s, x := ringTestReader(&c, 0)
+	x.block(blk)
 	if c.frames.Load() != 1 || s.c.rxDrops[DropMalformed].Load() != 2 {
 		t.Errorf("delivered %d, malformed %d; want 1, 2", c.frames.Load(), s.c.rxDrops[DropMalformed].Load())
 	}
 	binary.NativeEndian.PutUint32(blk[blockFirstPktOff:], 4000)
-	p.ringBlock(s, blk, x)
+	x.block(blk)
 	if s.c.rxDrops[DropMalformed].Load() != 5 {
 		t.Errorf("malformed %d, want 5", s.c.rxDrops[DropMalformed].Load())
 	}
@@ -209,13 +212,10 @@ func TestRingBlockAllocs(t *testing.T) {
 	}
 	plain := udpFrame(vethAMAC, vethBMAC, vethAIP, vethBIP, 1, 2, make([]byte, 1000))
 	blk := ringTestBlock(64<<10, VnetHdrSize, ringTestFrame{frame: plain}, ringTestFrame{frame: plain, status: unix.TP_STATUS_VLAN_VALID, tci: 3})
-	p := &Packet{hdrSize: VnetHdrSize}
 	var c counter
-	p.dispatch.Store(newDispatchers(&c))
-	s := &packetSock{}
-	x := &ringRx{b: rxBuffer{views: make([]*buffer.View, 1)}}
-	p.ringBlock(s, blk, x) // warm the pools
-	if n := testing.AllocsPerRun(100, func() { p.ringBlock(s, blk, x) }); n != 0 {
+	_, x := ringTestReader(&c, 0)
+	x.block(blk) // warm the pools
+	if n := testing.AllocsPerRun(100, func() { x.block(blk) }); n != 0 {
 		t.Errorf("ringBlock allocates %v times per block", n)
 	}
 }

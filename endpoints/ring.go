@@ -182,72 +182,73 @@ func (r *rxRing) block(i int) []byte {
 	return r.mem[i*r.blockSize : (i+1)*r.blockSize]
 }
 
-// ringRx is a ring reader's scratch: a one-view rxBuffer to hand each
-// copied frame to deliverFrame, and USO memory.
-type ringRx struct {
-	b  rxBuffer
-	rs rxScratch
+// ringReader delivers one socket's TPACKET_V3 ring, block by block: it
+// waits until the kernel hands the next block over, copies each frame
+// once into a pooled view (a PacketBuffer cannot wrap ring memory, as in
+// fdbased's PacketMMap) and gives the block back.
+type ringReader struct {
+	q       *fdQueue
+	r       *rxRing
+	b       rxBuffer // one view: the frame being delivered
+	rs      rxScratch
+	sockErr int
+	ready   func(fd uintptr) bool // one closure per reader: waiting allocates nothing
 }
 
-// ringLoop delivers one socket's ring, block by block, until stopped or
-// the socket fails.
-func (p *Packet) ringLoop(s *packetSock, w *pollWaiter, done chan struct{}) {
-	defer p.wg.Done()
-	defer close(done)
-	defer w.Close()
-	r := s.ring
-	x := &ringRx{b: rxBuffer{views: make([]*buffer.View, 1)}}
-	defer x.b.release()
-	var sockErr int
-	// One closure per reader, so that waiting allocates nothing.
-	ready := func(fd uintptr) bool {
-		if r.ready() {
+func newRingReader(q *fdQueue) reader {
+	x := &ringReader{q: q, r: q.ring, b: rxBuffer{views: make([]*buffer.View, 1)}}
+	x.ready = func(fd uintptr) bool {
+		if x.r.ready() {
 			return true
 		}
 		// With the ring empty, report what recvmmsg would have: a pending
 		// socket error such as ENETDOWN.
 		if e, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR); err == nil && e != 0 {
-			sockErr = e
+			x.sockErr = e
 			return true
 		}
 		return false
 	}
-	for {
-		n, errno := w.wait(ready)
-		switch {
-		case n == -1:
-			return
-		case errno != 0:
-			// EPOLLERR while parked: the socket error says why.
-			if e, err := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_ERROR); err == nil && e != 0 {
-				errno = unix.Errno(e)
-			}
-			p.queueFailed(s, "poll rx ring", errno)
-			return
-		case sockErr != 0:
-			p.queueFailed(s, "rx ring", unix.Errno(sockErr))
-			return
-		}
-		p.ringBlock(s, r.block(r.next), x)
-		r.release()
-	}
+	return x
 }
 
-// ringBlock delivers the frames of one block that the kernel handed over.
-func (p *Packet) ringBlock(s *packetSock, blk []byte, x *ringRx) {
+func (x *ringReader) release() { x.b.release() }
+
+func (x *ringReader) read(w *pollWaiter) (string, error) {
+	n, errno := w.wait(x.ready)
+	switch {
+	case n == -1:
+		return "", errStopped
+	case errno != 0:
+		// EPOLLERR while parked: the socket error says why.
+		if e, err := unix.GetsockoptInt(w.fd, unix.SOL_SOCKET, unix.SO_ERROR); err == nil && e != 0 {
+			errno = unix.Errno(e)
+		}
+		return "poll rx ring", errno
+	case x.sockErr != 0:
+		return "rx ring", unix.Errno(x.sockErr)
+	}
+	x.block(x.r.block(x.r.next))
+	x.r.release()
+	return "", nil
+}
+
+// block delivers the frames of one block that the kernel handed over.
+func (x *ringReader) block(blk []byte) {
+	c := &x.q.c
 	n := binary.NativeEndian.Uint32(blk[blockNumPktsOff:])
 	off := int(binary.NativeEndian.Uint32(blk[blockFirstPktOff:]))
 	for i := uint32(0); i < n; i++ {
 		if off < 0 || off+tpacket3HdrLen+sockaddrLLSize > len(blk) {
-			s.c.rxDrops[DropMalformed].Add(uint64(n - i)) // broken invariant of the kernel's; count, do not trust
+			c.rxDrops[DropMalformed].Add(uint64(n - i)) // broken invariant of the kernel's; count, do not trust
 			return
 		}
 		h := blk[off:]
-		p.ringFrame(s, h, x)
+		x.frame(h)
 		next := int(binary.NativeEndian.Uint32(h[tp3NextOff:]))
 		if next == 0 {
 			if i+1 < n {
-				s.c.rxDrops[DropMalformed].Add(uint64(n - i - 1))
+				c.rxDrops[DropMalformed].Add(uint64(n - i - 1))
 			}
 			return
 		}
@@ -255,12 +256,13 @@ func (p *Packet) ringBlock(s *packetSock, blk []byte, x *ringRx) {
 	}
 }
 
-// ringFrame copies out and delivers the frame whose tpacket3_hdr starts h
-// (h runs to the end of the block). It applies what handleFrame does to a
+// frame copies out and delivers the frame whose tpacket3_hdr starts h
+// (h runs to the end of the block). It applies what mmsgReader does to a
 // recvmmsg frame.
-func (p *Packet) ringFrame(s *packetSock, h []byte, x *ringRx) {
+func (x *ringReader) frame(h []byte) {
+	q, c, hs := x.q, &x.q.c, x.q.e.hdrSize
 	if h[tpacket3HdrLen+sllPkttypeOff] == unix.PACKET_OUTGOING {
-		s.c.rxDrops[DropOutgoing].Add(1)
+		c.rxDrops[DropOutgoing].Add(1)
 		return
 	}
 	status := binary.NativeEndian.Uint32(h[tp3StatusOff:])
@@ -270,20 +272,20 @@ func (p *Packet) ringFrame(s *packetSock, h []byte, x *ringRx) {
 	// The kernel truncates a frame that does not fit a block (snaplen <
 	// len); TP_STATUS_COPY is the TPACKET_V1/V2 mark of the same.
 	if status&unix.TP_STATUS_COPY != 0 || snap < wire || mac+snap > len(h) {
-		s.c.rxDrops[DropOversize].Add(1)
+		c.rxDrops[DropOversize].Add(1)
 		return
 	}
-	if mac < tpacket3HdrLen+sockaddrLLSize+p.hdrSize {
-		s.c.rxDrops[DropMalformed].Add(1)
+	if mac < tpacket3HdrLen+sockaddrLLSize+hs {
+		c.rxDrops[DropMalformed].Add(1)
 		return
 	}
 	if snap < 12 {
-		s.c.rxDrops[DropRunt].Add(1)
+		c.rxDrops[DropRunt].Add(1)
 		return
 	}
 	var vh VnetHdr
-	if p.hdrSize > 0 {
-		vh, _ = ParseVnetHdr(h[mac-p.hdrSize : mac])
+	if hs > 0 {
+		vh, _ = ParseVnetHdr(h[mac-hs : mac])
 	}
 	frame := h[mac : mac+snap]
 	tagged := status&unix.TP_STATUS_VLAN_VALID != 0
@@ -292,7 +294,7 @@ func (p *Packet) ringFrame(s *packetSock, h []byte, x *ringRx) {
 		frameLen += 4
 	}
 	if frameLen > MaxFrameSize {
-		s.c.rxDrops[DropOversize].Add(1)
+		c.rxDrops[DropOversize].Add(1)
 		return
 	}
 	// The one copy per frame, into a pooled view of the frame's size.
@@ -307,17 +309,12 @@ func (p *Packet) ringFrame(s *packetSock, h []byte, x *ringRx) {
 		binary.BigEndian.PutUint16(d[12:], tpid)
 		binary.BigEndian.PutUint16(d[14:], uint16(binary.NativeEndian.Uint32(h[tp3VLANTCIOff:])))
 		copy(d[16:], frame[12:])
-		if vh.NeedsCsum() {
-			vh.CsumStart += 4
-		}
-		if vh.HdrLen != 0 {
-			vh.HdrLen += 4
-		}
+		vh = vh.shifted(4)
 	} else {
 		copy(d, frame)
 	}
 	x.b.views[0] = v
-	deliverFrame(&p.dispatch, &s.c, s.idx, &x.b, d, frameLen, p.hdrSize > 0, vh, &x.rs)
+	q.receive(&x.b, d, frameLen, vh, &x.rs)
 	if x.b.views[0] != nil { // dropped, not pulled
 		x.b.views[0].Release()
 		x.b.views[0] = nil

@@ -1,0 +1,385 @@
+//go:build linux
+
+package endpoints
+
+import (
+	"errors"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/rawfile"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// The transmit side of the engine: how a frame goes out (planTx), the
+// writer strategies, and the software fallbacks for receivers that cannot
+// take an offload.
+
+// txAction is how a frame goes out.
+type txAction uint8
+
+const (
+	txDirect   txAction = iota // as is, with the virtio-net header if any
+	txSegment                  // software GSO
+	txChecksum                 // software checksum completion
+	txDrop
+)
+
+// planTx decides how to send a frame of frameLen bytes whose start is head,
+// carrying gso, to a receiver with IP MTU mtu that takes GSO super-frames
+// (canGSO) and partial checksums (canCsum) through a virtio-net header.
+func planTx(gso stack.GSO, head []byte, frameLen int, mtu int, canGSO, canCsum bool) (VnetHdr, txAction, DropReason) {
+	l2, _, ok := l2Len(head)
+	if !ok {
+		return VnetHdr{}, txDrop, DropRunt
+	}
+	h := VnetFromGSO(gso, head, frameLen)
+	switch {
+	case h.IsGSO():
+		// Segments the receiver's GSO would produce must fit its MTU too.
+		if canGSO && int(h.HdrLen)-l2+int(h.GSOSize) <= mtu {
+			return h, txDirect, 0
+		}
+		return h, txSegment, 0
+	case frameLen > mtu+l2 && !canGSO:
+		// A receiver that negotiated GSO takes frames above its MTU (the
+		// kernel does not check the MTU on receive either: BEHAVIOUR.md
+		// §5.2, a reassembled datagram, case 28); one that did not must
+		// not see them.
+		return h, txDrop, DropOversize
+	case h.NeedsCsum() && !canCsum:
+		return h, txChecksum, 0
+	}
+	return h, txDirect, 0
+}
+
+// plan applies planTx with the engine's MTU and offloads.
+func (e *engine) plan(pkt *stack.PacketBuffer, head []byte, frameLen int) (VnetHdr, txAction, DropReason) {
+	return planTx(pkt.GSOOptions, head, frameLen, int(e.mtu.Load()), e.canGSO, e.canCsum)
+}
+
+// txScratch is a writer's reusable memory.
+type txScratch struct {
+	iovs []unix.Iovec
+	hdr  []byte
+	zero []byte
+	head [256]byte
+	flat []byte // lazily MaxFrameSize, software fallbacks only
+	seg  []byte
+}
+
+func newTxScratch(hdrSize int) txScratch {
+	return txScratch{
+		iovs: make([]unix.Iovec, 0, 64),
+		hdr:  make([]byte, max(hdrSize, 1))[:hdrSize],
+		zero: make([]byte, max(hdrSize, 1))[:hdrSize],
+	}
+}
+
+func (s *txScratch) fallbackBufs() ([]byte, []byte) {
+	if s.flat == nil {
+		// Allocated once per writer, on the first frame needing software
+		// segmentation or checksum completion.
+		s.flat = make([]byte, MaxFrameSize)
+		s.seg = make([]byte, MaxFrameSize)
+	}
+	return s.flat, s.seg
+}
+
+// appendFrame appends iovecs for pkt's whole frame (its views, shared, not
+// copied) to iovs.
+func appendFrame(iovs []unix.Iovec, pkt *stack.PacketBuffer) []unix.Iovec {
+	views, off := pkt.AsViewList()
+	for v := views.Front(); v != nil; v = v.Next() {
+		b := v.AsSlice()
+		if off >= len(b) {
+			off -= len(b)
+			continue
+		}
+		iovs = rawfile.AppendIovecFromBytes(iovs, b[off:], rawfile.MaxIovs)
+		off = 0
+	}
+	return iovs
+}
+
+// sendFunc writes one frame's iovecs on fd.
+type sendFunc func(fd int, iovs []unix.Iovec) unix.Errno
+
+// writevFD writes one frame with writev, retrying on EINTR.
+func writevFD(fd int, iovs []unix.Iovec) unix.Errno {
+	for {
+		e := rawfile.NonBlockingWriteIovec(fd, iovs)
+		if e != unix.EINTR {
+			return e
+		}
+	}
+}
+
+// txResult turns a failed write's errno into the drop reason it counts
+// as, whether it broke the FD, and what WritePackets reports.
+func txResult(e unix.Errno) (DropReason, unix.Errno, tcpip.Error) {
+	switch {
+	case e == unix.EAGAIN:
+		return DropTxFull, 0, &tcpip.ErrWouldBlock{}
+	case fdBroken(e):
+		return DropTxError, e, &tcpip.ErrClosedForSend{}
+	}
+	return DropTxError, 0, nil
+}
+
+// fdBroken reports whether a write error means the FD itself is unusable
+// (as opposed to this frame being refused, or the interface being down).
+func fdBroken(e unix.Errno) bool {
+	switch e {
+	case unix.EBADF, unix.EBADFD, unix.EPIPE, unix.ECONNRESET, unix.ENOTCONN, unix.ENXIO, unix.ENODEV, unix.EFAULT:
+		return true
+	}
+	return false
+}
+
+// sendOne sends one frame through send as planned: directly with the
+// virtio-net header h, or through a software fallback (checksum or
+// segmentation) whose output frames carry an all-zero header. It counts
+// the outcome in c.
+func (s *txScratch) sendOne(c *queueCounters, fd, hdrSize, mtu int, pkt *stack.PacketBuffer, frameLen int,
+	h VnetHdr, act txAction, reason DropReason, send sendFunc) (bool, unix.Errno, tcpip.Error) {
+	fail := func(e unix.Errno) (bool, unix.Errno, tcpip.Error) {
+		r, broken, terr := txResult(e)
+		c.txDrops[r].Add(1)
+		return false, broken, terr
+	}
+	emit := func(frame []byte) unix.Errno {
+		s.iovs = rawfile.AppendIovecFromBytes(s.iovs[:0], s.zero, rawfile.MaxIovs)
+		s.iovs = rawfile.AppendIovecFromBytes(s.iovs, frame, rawfile.MaxIovs)
+		if e := send(fd, s.iovs); e != 0 {
+			return e
+		}
+		c.txPackets.Add(1)
+		c.txBytes.Add(uint64(len(frame)))
+		return 0
+	}
+	switch act {
+	case txDrop:
+		c.txDrops[reason].Add(1)
+		return false, 0, nil
+	case txDirect:
+		if hdrSize > 0 {
+			h.Encode(s.hdr)
+		}
+		s.iovs = rawfile.AppendIovecFromBytes(s.iovs[:0], s.hdr, rawfile.MaxIovs)
+		s.iovs = appendFrame(s.iovs, pkt)
+		if e := send(fd, s.iovs); e != 0 {
+			return fail(e)
+		}
+		c.txPackets.Add(1)
+		c.txBytes.Add(uint64(frameLen))
+		return true, 0, nil
+	case txChecksum:
+		flat, _ := s.fallbackBufs()
+		frame := copyPacket(flat, pkt)
+		if err := FinishChecksum(frame, int(h.CsumStart), int(h.CsumOffset)); err != nil {
+			c.txDrops[DropMalformed].Add(1)
+			return false, 0, nil
+		}
+		c.checksummed.Add(1)
+		if e := emit(frame); e != 0 {
+			return fail(e)
+		}
+		return true, 0, nil
+	}
+	// txSegment.
+	flat, seg := s.fallbackBufs()
+	frame := copyPacket(flat, pkt)
+	var failE unix.Errno
+	_, err := Segment(frame, h, mtu, seg, func(b []byte) bool {
+		failE = emit(b)
+		return failE == 0
+	})
+	switch {
+	case errors.Is(err, ErrSegmentTooBig):
+		c.txDrops[DropOversize].Add(1)
+		return false, 0, nil
+	case err != nil:
+		c.txDrops[DropMalformed].Add(1)
+		return false, 0, nil
+	case failE != 0:
+		return fail(failE)
+	}
+	c.segmented.Add(1)
+	return true, 0, nil
+}
+
+// writevWriter writes one frame per writev, the virtio-net header in the
+// first iovec and the frame's views after it: a tap queue, which is not a
+// socket and has no sendmmsg.
+type writevWriter struct {
+	q *fdQueue
+	s txScratch
+}
+
+func newWritevWriter(q *fdQueue) writer {
+	return &writevWriter{q: q, s: newTxScratch(q.e.hdrSize)}
+}
+
+func (w *writevWriter) write(fd int, pkts []*stack.PacketBuffer) (int, unix.Errno, tcpip.Error) {
+	e, c := w.q.e, &w.q.c
+	mtu := int(e.mtu.Load())
+	sent := 0
+	var terr tcpip.Error
+	for i, pkt := range pkts {
+		frameLen := pkt.Size()
+		h, act, reason := e.plan(pkt, peekPacket(w.s.head[:], pkt), frameLen)
+		ok, broken, err := w.s.sendOne(c, fd, e.hdrSize, mtu, pkt, frameLen, h, act, reason, writevFD)
+		if ok {
+			sent++
+		} else if err != nil {
+			terr = err
+		}
+		if broken != 0 {
+			c.txDrops[DropTxError].Add(uint64(len(pkts) - i - 1))
+			return sent, broken, terr
+		}
+	}
+	return sent, 0, terr
+}
+
+// mmsgTxBatch is the number of frames per sendmmsg; gVisor's qdisc
+// BatchSize.
+const mmsgTxBatch = 47
+
+// mmsgWriter sends batches with sendmmsg, each message a frame's iovecs
+// (virtio-net header first) over the frame's shared views: an AF_PACKET
+// socket, or a datagram or seqpacket socket carrying one frame per
+// message. Frames that need a software fallback go out one by one, in
+// order.
+type mmsgWriter struct {
+	q     *fdQueue
+	s     txScratch
+	mmsg  []rawfile.MMsgHdr
+	iovs  []unix.Iovec
+	spans [][2]int // iovec range of each mmsg entry
+	lens  []int    // frame bytes of each mmsg entry
+	hdrs  [][VnetHdrSize]byte
+}
+
+func newMMsgWriter(q *fdQueue) writer {
+	return &mmsgWriter{q: q, s: newTxScratch(q.e.hdrSize)}
+}
+
+func (w *mmsgWriter) write(fd int, pkts []*stack.PacketBuffer) (int, unix.Errno, tcpip.Error) {
+	e, c := w.q.e, &w.q.c
+	mtu := int(e.mtu.Load())
+	sent := 0
+	var terr tcpip.Error
+	w.reset()
+	flush := func() unix.Errno {
+		k, broken, err := w.flush(fd)
+		sent += k
+		if err != nil {
+			terr = err
+		}
+		return broken
+	}
+	for i, pkt := range pkts {
+		frameLen := pkt.Size()
+		h, act, reason := e.plan(pkt, peekPacket(w.s.head[:], pkt), frameLen)
+		if act == txDirect {
+			w.add(h, pkt, frameLen)
+			if len(w.mmsg) == mmsgTxBatch {
+				if broken := flush(); broken != 0 {
+					c.txDrops[DropTxError].Add(uint64(len(pkts) - i - 1))
+					return sent, broken, terr
+				}
+			}
+			continue
+		}
+		// A software fallback: keep order by flushing the batch first.
+		if broken := flush(); broken != 0 {
+			c.txDrops[DropTxError].Add(uint64(len(pkts) - i))
+			return sent, broken, terr
+		}
+		ok, broken, err := w.s.sendOne(c, fd, e.hdrSize, mtu, pkt, frameLen, h, act, reason, writevFD)
+		if ok {
+			sent++
+		} else if err != nil {
+			terr = err
+		}
+		if broken != 0 {
+			c.txDrops[DropTxError].Add(uint64(len(pkts) - i - 1))
+			return sent, broken, terr
+		}
+	}
+	return sent, flush(), terr
+}
+
+func (w *mmsgWriter) reset() {
+	w.mmsg, w.iovs, w.spans, w.lens = w.mmsg[:0], w.iovs[:0], w.spans[:0], w.lens[:0]
+}
+
+// add queues one frame for the next sendmmsg.
+func (w *mmsgWriter) add(h VnetHdr, pkt *stack.PacketBuffer, frameLen int) {
+	k := len(w.mmsg)
+	if len(w.hdrs) <= k {
+		w.hdrs = append(w.hdrs, [VnetHdrSize]byte{})
+	}
+	start := len(w.iovs)
+	if w.q.e.hdrSize > 0 {
+		h.Encode(w.hdrs[k][:])
+		w.iovs = append(w.iovs, unix.Iovec{Base: &w.hdrs[k][0]})
+		w.iovs[len(w.iovs)-1].SetLen(VnetHdrSize)
+	}
+	w.iovs = appendFrame(w.iovs, pkt)
+	w.mmsg = append(w.mmsg, rawfile.MMsgHdr{})
+	w.spans = append(w.spans, [2]int{start, len(w.iovs)})
+	w.lens = append(w.lens, frameLen)
+}
+
+// flush sends the queued frames and counts each.
+func (w *mmsgWriter) flush(fd int) (int, unix.Errno, tcpip.Error) {
+	if len(w.mmsg) == 0 {
+		return 0, 0, nil
+	}
+	defer w.reset()
+	c := &w.q.c
+	// Point the headers at the iovecs only now: appends may have moved them.
+	for i := range w.mmsg {
+		sp := w.spans[i]
+		w.mmsg[i] = rawfile.MMsgHdr{}
+		w.mmsg[i].Msg.Iov = &w.iovs[sp[0]]
+		w.mmsg[i].Msg.SetIovlen(sp[1] - sp[0])
+	}
+	sent := 0
+	var terr tcpip.Error
+	for i := 0; i < len(w.mmsg); {
+		n, errno := rawfile.NonBlockingSendMMsg(fd, w.mmsg[i:])
+		switch {
+		case errno == unix.EINTR:
+			continue
+		case errno == unix.EAGAIN:
+			c.txDrops[DropTxFull].Add(uint64(len(w.mmsg) - i))
+			return sent, 0, &tcpip.ErrWouldBlock{}
+		case errno != 0:
+			// The first remaining frame was refused; skip it.
+			r, broken, err := txResult(errno)
+			c.txDrops[r].Add(1)
+			if broken != 0 {
+				c.txDrops[DropTxError].Add(uint64(len(w.mmsg) - i - 1))
+				return sent, broken, err
+			}
+			if err != nil {
+				terr = err
+			} else {
+				terr = tcpip.TranslateErrno(errno)
+			}
+			i++
+			continue
+		}
+		for k := i; k < i+n; k++ {
+			c.txPackets.Add(1)
+			c.txBytes.Add(uint64(w.lens[k]))
+		}
+		sent += n
+		i += n
+	}
+	return sent, 0, terr
+}
