@@ -4,7 +4,7 @@
 //	go run ./bench                 # as root; about 2 minutes
 //	go run ./bench -duration 10s -json out.json
 //
-// Each variant gets a fresh spec §8.1 lab (tests/netlab) with two sandbox
+// Each variant gets a fresh lab as in BEHAVIOUR.md §8.1 (tests/netlab) with two sandbox
 // namespaces: (a) kernel macvlan bridge-mode devices, (b) macvsw bridge
 // mode on tap ports (virtio-net offloads on), (c) macvsw bridge mode on
 // AF_PACKET ports over veth pairs. In each it measures iperf3 TCP with 1

@@ -14,7 +14,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
-// The lab reproduces the harness of spec §8.1 in memory:
+// The lab reproduces the harness of BEHAVIOUR.md §8.1 in memory:
 //
 //	   A   B   C   S   (switch ports: channel endpoints)
 //	   |   |   |   |
@@ -83,7 +83,7 @@ func newLab(t testing.TB, opts vswitch.Options) *lab {
 		ports:   make(map[string]*labPort),
 		fdb:     map[vswitch.MAC]string{macL: "swl", macE: "swe", macF: "swe"},
 	}
-	l.lower = AttachLower(l.sw, l.lowerEP, Options{Manual: true})
+	l.lower = AttachLower(l.sw, l.lowerEP, LinkOptions{Manual: true})
 	t.Cleanup(l.close)
 	return l
 }
@@ -103,6 +103,11 @@ func (l *lab) close() {
 func (l *lab) add(name string, cfg vswitch.PortConfig) *labPort {
 	l.t.Helper()
 	cfg.Name = name
+	if cfg.AllMulti == nil {
+		// The matrix is the kernel's: exact group filters, each port in
+		// the all-hosts group as an up IPv4 interface is.
+		cfg.AllMulti = vswitch.Bool(false)
+	}
 	if cfg.Groups == nil {
 		cfg.Groups = []vswitch.MAC{mustMAC(allHosts)}
 	}
@@ -111,7 +116,7 @@ func (l *lab) add(name string, cfg vswitch.PortConfig) *labPort {
 		l.t.Fatalf("AddPort(%s): %v", name, err)
 	}
 	ep := channel.New(4096, 9000, "")
-	lp := &labPort{p: p, ep: ep, link: AttachPort(p, ep, Options{Manual: true})}
+	lp := &labPort{p: p, ep: ep, link: AttachPort(p, ep, LinkOptions{Manual: true})}
 	l.ports[name] = lp
 	l.order = append(l.order, name)
 	// The external switch has seen every port's MAC on swl.
@@ -245,10 +250,7 @@ func counts(obs map[string][][]byte) string {
 func (l *lab) checkInvariant() {
 	l.t.Helper()
 	st := l.sw.Stats()
-	var drops uint64
-	for _, v := range st.Drops {
-		drops += v
-	}
+	drops := st.Drops.Total()
 	if got := st.Forwarded + st.Merged + st.Pending + drops; got != st.Accepted {
 		l.t.Errorf("accepted %d != forwarded %d + merged %d + pending %d + dropped %d (%v)",
 			st.Accepted, st.Forwarded, st.Merged, st.Pending, drops, st.Drops)

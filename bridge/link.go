@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	vswitch "github.com/macvsw/macvsw/switch"
+	"github.com/macvsw/macvsw/switch/counters"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -14,8 +15,8 @@ import (
 // fdbased sends up to 47 per sendmmsg; a power of two near it is as good.
 const DefaultBatch = 64
 
-// Options configures a link. The zero value is sensible.
-type Options struct {
+// LinkOptions configures a link. The zero value is sensible.
+type LinkOptions struct {
 	// Batch is the most frames handed to the endpoint in one write.
 	Batch int
 	// Manual starts no goroutines: the owner calls Pump.
@@ -24,7 +25,7 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-func (o *Options) defaults() {
+func (o *LinkOptions) defaults() {
 	if o.Batch <= 0 {
 		o.Batch = DefaultBatch
 	}
@@ -46,12 +47,6 @@ type QueueWriter interface {
 type QueueDispatcher interface {
 	stack.NetworkDispatcher
 	DeliverQueuePacket(queue int, pkt *stack.PacketBuffer)
-}
-
-// LinkStats counts what a link handed to its endpoint.
-type LinkStats struct {
-	Written     uint64 `json:"written"`      // frames the endpoint accepted
-	WriteErrors uint64 `json:"write_errors"` // frames the endpoint refused (full, closed, too big)
 }
 
 // queueSource is the switch side of a link: a set of queues to drain.
@@ -85,7 +80,7 @@ type drainer struct {
 	list   stack.PacketBufferList // Pump's scratch, guarded by pumpMu
 }
 
-func newDrainer(ep stack.LinkEndpoint, src queueSource, opts Options) *drainer {
+func newDrainer(ep stack.LinkEndpoint, src queueSource, opts LinkOptions) *drainer {
 	d := &drainer{ep: ep, src: src, batch: opts.Batch, stop: make(chan struct{})}
 	d.qw, _ = ep.(QueueWriter)
 	return d
@@ -168,8 +163,8 @@ func (d *drainer) close() {
 	d.wg.Wait()
 }
 
-func (d *drainer) stats() LinkStats {
-	return LinkStats{Written: d.written.Load(), WriteErrors: d.writeErrors.Load()}
+func (d *drainer) stats() counters.Link {
+	return counters.Link{Written: d.written.Load(), WriteErrors: d.writeErrors.Load()}
 }
 
 // PortLink attaches a link endpoint to a switch port.
@@ -213,7 +208,7 @@ func (*portDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.Pac
 // endpoint must hand the dispatcher whole Ethernet frames (its link header
 // may be consumed or not: the switch reads the raw bytes). The link does not
 // own ep; Close detaches it.
-func AttachPort(p *vswitch.Port, ep stack.LinkEndpoint, opts Options) *PortLink {
+func AttachPort(p *vswitch.Port, ep stack.LinkEndpoint, opts LinkOptions) *PortLink {
 	opts.defaults()
 	l := &PortLink{sw: p.Switch(), port: p, ep: ep, d: newDrainer(ep, p, opts)}
 	ep.Attach(&portDispatcher{sw: l.sw, port: p, sniff: &l.d.sniff})
@@ -231,7 +226,7 @@ func (l *PortLink) Port() *vswitch.Port { return l.port }
 func (l *PortLink) Pump() int { return l.d.pump() }
 
 // Stats returns what the link handed to its endpoint.
-func (l *PortLink) Stats() LinkStats { return l.d.stats() }
+func (l *PortLink) Stats() counters.Link { return l.d.stats() }
 
 // SetSniffer starts (or, with nil, stops) copying the port's frames to s.
 // When it returns after stopping, s is no longer called by new frames;
@@ -262,7 +257,7 @@ type LowerLink struct {
 	once sync.Once
 	stop chan struct{}
 	wg   sync.WaitGroup
-	opts Options
+	opts LinkOptions
 }
 
 var _ QueueDispatcher = (*lowerDispatcher)(nil)
@@ -285,7 +280,7 @@ func (*lowerDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.Pa
 // AttachLower connects ep as the switch's uplink: frames ep receives enter
 // with Switch.Receive, frames for the wire are written to ep, and a goroutine
 // drains the broadcast queue. The link does not own ep.
-func AttachLower(sw *vswitch.Switch, ep stack.LinkEndpoint, opts Options) *LowerLink {
+func AttachLower(sw *vswitch.Switch, ep stack.LinkEndpoint, opts LinkOptions) *LowerLink {
 	opts.defaults()
 	l := &LowerLink{sw: sw, ep: ep, d: newDrainer(ep, sw.Lower(), opts), stop: make(chan struct{}), opts: opts}
 	ep.Attach(&lowerDispatcher{sw: sw})
@@ -317,7 +312,7 @@ func (l *LowerLink) broadcastLoop() {
 func (l *LowerLink) Pump() int { return l.d.pump() }
 
 // Stats returns what the link handed to its endpoint.
-func (l *LowerLink) Stats() LinkStats { return l.d.stats() }
+func (l *LowerLink) Stats() counters.Link { return l.d.stats() }
 
 // Close detaches the endpoint and stops the goroutines. Idempotent.
 func (l *LowerLink) Close() {

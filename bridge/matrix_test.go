@@ -55,9 +55,9 @@ func sized(dst, src vswitch.MAC, n int) func(string) []byte {
 
 func intp(v int) *int { return &v }
 
-// matrix is spec §8.2, cases 1-43: who receives each frame. The lower's own
+// matrix is BEHAVIOUR.md §8.2, cases 1-43: who receives each frame. The lower's own
 // stack ("Lstack") is not observed: a userspace switch cannot hide frames
-// from it (spec §8.3).
+// from it (BEHAVIOUR.md §8.3).
 var matrix = []matrixCase{
 	{name: "01 br bcast H-", ports: []pspec{Br("A", macA), Br("B", macB), V("C", macC)},
 		steps: []step{{"A", frameTo(bcast, macA), "B:1 EXT:1"}}},
@@ -223,8 +223,8 @@ func TestMatrixMTUCounters(t *testing.T) {
 	l.add("A", vswitch.PortConfig{Mode: vswitch.ModeBridge, MAC: macA})
 	b := l.add("B", vswitch.PortConfig{Mode: vswitch.ModeBridge, MAC: macB, MTU: 1400})
 	l.send("A", testFrame(bcast, macA, etherTypeTest, "x", 1514))
-	if st := b.p.Stats(); st.RxErrors != 1 || st.RxDrops["mtu"] != 1 {
-		t.Errorf("B rx_errors %d, mtu drops %d; want 1, 1", st.RxErrors, st.RxDrops["mtu"])
+	if st := b.p.Stats(); st.RxErrors != 1 || st.RxDrops.Get("mtu") != 1 {
+		t.Errorf("B rx_errors %d, mtu drops %d; want 1, 1", st.RxErrors, st.RxDrops.Get("mtu"))
 	}
 }
 
@@ -255,7 +255,7 @@ func TestMatrixBroadcastQueueDrop(t *testing.T) {
 	l := newLab(t, vswitch.Options{})
 	l.add("A", vswitch.PortConfig{Mode: vswitch.ModeVEPA, MAC: macA, BroadcastQueueLen: intp(0)})
 	l.send("EXT", testFrame(bcast, macE, etherTypeTest, "x", 60))
-	if st := l.sw.LowerStats(); st.RxDropped != 1 || st.RxDrops["broadcast_queue_full"] != 1 {
+	if st := l.sw.LowerStats(); st.RxDropped != 1 || st.RxDrops.Get("broadcast_queue_full") != 1 {
 		t.Errorf("lower rx_dropped %d (%v), want 1 broadcast_queue_full", st.RxDropped, st.RxDrops)
 	}
 }

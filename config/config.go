@@ -12,7 +12,8 @@ import (
 // constants, applied by [Defaults] and [DefaultPort] and nowhere else.
 const (
 	// MaxLowerQueues bounds lower.queues: one AF_PACKET fanout member per
-	// queue, and more than 16 only adds contention on the ring locks.
+	// queue, and more than 16 only adds contention on the ring locks
+	// (endpoints.MaxPacketQueues; a test in cmd/macvsw ties the two).
 	MaxLowerQueues = 16
 
 	// MinMTU is the smallest MTU an Ethernet port may have: the IPv4
@@ -40,8 +41,8 @@ const (
 	// DefaultPortQueues is one queue per port: enough unless the guest
 	// behind a tap runs multi-queue virtio-net.
 	DefaultPortQueues = 1
-	// MaxPortQueues is MAX_TAP_QUEUES in include/linux/if_tap.h.
-	MaxPortQueues = 256
+	// MaxPortQueues is the switch's limit, MAX_TAP_QUEUES.
+	MaxPortQueues = vswitch.MaxQueues
 	// DefaultPortQueueLen is the per-queue bound in frames, the same order
 	// as a macvtap ring (TUN_READQ_SIZE 500) and a txqueuelen (1000).
 	DefaultPortQueueLen = 1000
@@ -163,6 +164,35 @@ type TapPort struct {
 // AFPacketPort is an existing interface attached with an AF_PACKET socket.
 type AFPacketPort struct {
 	Interface string
+}
+
+// SwitchConfig returns what the switch core makes of the port.
+func (p *Port) SwitchConfig() vswitch.PortConfig {
+	bcq := p.BCQueueLen
+	return vswitch.PortConfig{
+		Name: p.Name, Mode: p.Mode, MAC: p.MAC, MTU: uint32(max(p.MTU, 0)),
+		Queues: p.Queues, QueueLen: p.QueueLen, AllMulti: vswitch.Bool(p.AllMulticast),
+		Groups: p.Multicast, SourceMACs: p.SourceMACs, NoDst: p.NoDst, NoPromisc: p.NoPromisc,
+		BroadcastQueueLen: &bcq,
+	}
+}
+
+// PortOf returns the config entry of a port the switch runs, without its
+// kind (Tap, AFPacket), which the switch does not know. A passthru port's
+// MAC is left out: it is the lower's.
+func PortOf(pc vswitch.PortConfig) Port {
+	p := Port{
+		Name: pc.Name, Mode: pc.Mode, MAC: pc.MAC, MTU: int(pc.MTU), Queues: pc.Queues, QueueLen: pc.QueueLen,
+		AllMulticast: pc.AllMulti == nil || *pc.AllMulti, Multicast: pc.Groups, SourceMACs: pc.SourceMACs,
+		NoDst: pc.NoDst, NoPromisc: pc.NoPromisc, BCQueueLen: DefaultBroadcastQueueLen,
+	}
+	if pc.BroadcastQueueLen != nil {
+		p.BCQueueLen = *pc.BroadcastQueueLen
+	}
+	if p.Mode == vswitch.ModePassthru {
+		p.MAC = vswitch.MAC{}
+	}
+	return p
 }
 
 // Defaults returns the configuration an empty file would give, except that

@@ -84,7 +84,7 @@
 //	    afpacket:             # an existing interface, attached with AF_PACKET
 //	      interface: veth0    # required; not lower.interface; one port per interface
 //
-// Rules between keys follow the kernel's macvlan (spec macvlan.md §1, §5):
+// Rules between keys follow the kernel's macvlan (BEHAVIOUR.md §1, §5):
 // a passthru port must be the only port; two ports may not share a MAC
 // (the kernel lets both exist and refuses the second `ip link set up` with
 // EADDRINUSE; we refuse the file); a port MTU may not exceed the lower's.

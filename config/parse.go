@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -461,15 +462,24 @@ func errNotUnicast(m vswitch.MAC) error {
 	return classErrorf(ErrInvalidValue, "bad MAC address %s: a group address (want unicast; the low bit of the first byte must be 0)", m)
 }
 
-func (d *decoder) macList(dst *[]vswitch.MAC, unicast bool) func(*yaml.Node, string) {
+// macKind says what a list of MACs must hold.
+type macKind int
+
+const (
+	unicastMACs macKind = iota // valid unicast addresses (source-mode remotes)
+	groupMACs                  // multicast group addresses
+)
+
+func (d *decoder) macList(dst *[]vswitch.MAC, kind macKind) func(*yaml.Node, string) {
 	return func(v *yaml.Node, path string) {
 		d.sequence(v, path, func(e *yaml.Node, epath string) {
 			var m vswitch.MAC
 			var ok bool
-			if unicast {
+			if kind == unicastMACs {
 				m, ok = d.unicastMAC(e, epath)
-			} else {
-				m, ok = d.mac(e, epath)
+			} else if m, ok = d.mac(e, epath); ok && !m.IsGroup() {
+				d.fail(epath, classErrorf(ErrInvalidValue, "%s is not a multicast address (the low bit of the first byte must be 1)", m))
+				ok = false
 			}
 			if ok {
 				*dst = append(*dst, m)
@@ -575,8 +585,8 @@ func (d *decoder) port(n *yaml.Node, path string, p *Port) {
 		{"queues", d.integer(&p.Queues)},
 		{"queue_len", d.integer(&p.QueueLen)},
 		{"allmulticast", d.boolean(&p.AllMulticast)},
-		{"multicast", d.macList(&p.Multicast, false)},
-		{"source_macs", d.macList(&p.SourceMACs, true)},
+		{"multicast", d.macList(&p.Multicast, groupMACs)},
+		{"source_macs", d.macList(&p.SourceMACs, unicastMACs)},
 		{"nodst", d.boolean(&p.NoDst)},
 		{"nopromisc", d.boolean(&p.NoPromisc)},
 		{"bcqueuelen", d.integer(&p.BCQueueLen)},
@@ -612,8 +622,47 @@ func (d *decoder) port(n *yaml.Node, path string, p *Port) {
 		}},
 	})
 	if p.Tap != nil {
-		if _, ok := d.src.pos[path+".tap.ifname"]; !ok {
+		if _, ok := d.src.pos[joinPath(path, "tap.ifname")]; !ok {
 			p.Tap.Ifname = p.Name // the default: the port's own name
 		}
 	}
+}
+
+// ParsePort decodes and validates one port entry, a YAML (or JSON) mapping
+// with the keys of a ports[] element, as the control API receives it;
+// name is used only in error messages, and error paths are the entry's
+// own keys ("mac", "tap.netns"). It applies [DefaultPort] but, unlike
+// [Parse], leaves a missing mac zero: the switch then picks one. The
+// checks are the file's for a port on its own, and the switch's rules for
+// a port on an unknown lower; rules between ports are the running
+// switch's business.
+func ParsePort(name string, data []byte) (Port, error) {
+	src := newSource(name)
+	var doc yaml.Node
+	if err := unmarshalOne(data, &doc); err != nil {
+		return Port{}, syntaxError(src, err)
+	}
+	p := DefaultPort()
+	d := &decoder{src: src, reported: map[string]bool{}, budget: decodeBudgetFloor + decodeBudgetPerByte*len(data)}
+	if len(doc.Content) == 0 {
+		return Port{}, joinErrors([]*FieldError{src.fieldError("", classErrorf(ErrMissing, "empty port entry"))})
+	}
+	d.port(doc.Content[0], "", &p)
+	k := &checker{src: src}
+	validatePort(k, &p, "")
+	for _, e := range vswitch.CheckPorts(vswitch.LowerInfo{}, []vswitch.PortConfig{p.SwitchConfig()}) {
+		if !d.reportedUnder(e.Field) && !slices.ContainsFunc(k.errs, func(fe *FieldError) bool { return fe.Field == e.Field }) {
+			k.errs = append(k.errs, src.fieldError(e.Field, classWrap(ErrInvalidValue, e, "%v", e.Err)))
+		}
+	}
+	errs := d.errs
+	for _, fe := range k.errs {
+		if !d.reportedUnder(fe.Field) {
+			errs = append(errs, fe)
+		}
+	}
+	if err := joinErrors(errs); err != nil {
+		return Port{}, err
+	}
+	return p, nil
 }

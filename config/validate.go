@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -13,7 +14,7 @@ import (
 )
 
 // Validate checks c as a whole: required values, ranges, and the rules
-// between fields and between ports (spec macvlan.md §1 and §5). Parse calls
+// between fields and between ports (BEHAVIOUR.md §1 and §5). Parse calls
 // it; call it again after changing a Config in code. Errors are located in
 // the file c was parsed from, when there is one. Validate does not look at
 // the host; see CheckHost.
@@ -93,173 +94,188 @@ func (c *Config) validate() []*FieldError {
 }
 
 func (c *Config) validatePorts(k *checker) {
-	names := map[string]int{}
-	macs := map[vswitch.MAC]int{}
 	afpackets := map[string]int{}
 	type tapKey struct{ netns, ifname string }
 	taps := map[tapKey]int{}
-	line := func(path string) string {
-		if fe := k.src.fieldError(path, nil); fe.Line > 0 {
-			return fmt.Sprintf(" (line %d)", fe.Line)
-		}
-		return ""
-	}
-
 	for i := range c.Ports {
 		p := &c.Ports[i]
-		at := func(f string) string { return fmt.Sprintf("ports[%d].%s", i, f) }
-
-		nameOK := false
-		switch {
-		case p.Name == "":
-			k.fail(at("name"), ErrMissing, "required: every port needs a name")
-		case badPortName(p.Name) != "":
-			k.fail(at("name"), ErrInvalidValue, "%s", badPortName(p.Name))
-		default:
-			nameOK = true
-			if j, dup := names[p.Name]; dup {
-				k.fail(at("name"), ErrDuplicate, "port name %q already used by ports[%d]%s", p.Name, j, line(fmt.Sprintf("ports[%d].name", j)))
+		base := fmt.Sprintf("ports[%d]", i)
+		at := func(f string) string { return joinPath(base, f) }
+		validatePort(k, p, base)
+		if t := p.Tap; t != nil && t.Netns != "" && t.Ifname != "" && badIfname(t.Ifname) == "" {
+			key := tapKey{t.Netns, t.Ifname}
+			if j, dup := taps[key]; dup {
+				k.fail(at("tap.ifname"), ErrDuplicate, "interface %q in %s already used by port %q%s", t.Ifname, t.Netns, c.Ports[j].Name, k.line(fmt.Sprintf("ports[%d].tap.ifname", j)))
 			} else {
-				names[p.Name] = i
+				taps[key] = i
 			}
 		}
-
-		if !p.Mode.Valid() {
-			k.fail(at("mode"), ErrInvalidValue, "%v is not a mode (want private, vepa, bridge, passthru or source)", p.Mode)
-		}
-		if p.Mode == vswitch.ModePassthru && len(c.Ports) > 1 {
-			k.fail(at("mode"), ErrConflict, "a passthru port must be the only port, and there are %d (the kernel refuses siblings of passthru)", len(c.Ports))
-		}
-
-		switch {
-		case p.Mode == vswitch.ModePassthru:
-			if !p.MAC.IsZero() {
-				k.fail(at("mac"), ErrConflict, "a passthru port takes the lower's MAC; remove mac")
-			}
-		case p.MAC.IsZero():
-			k.fail(at("mac"), ErrMissing, "required: the port has no MAC address")
-		case !p.MAC.IsValidUnicast():
-			k.fail(at("mac"), ErrInvalidValue, "%s", errNotUnicast(p.MAC))
-		default:
-			if j, dup := macs[p.MAC]; dup {
-				k.fail(at("mac"), ErrDuplicate, "MAC %s already used by port %q%s (the kernel refuses to bring the second port up: EADDRINUSE)", p.MAC, c.Ports[j].Name, line(fmt.Sprintf("ports[%d].mac", j)))
-			} else {
-				macs[p.MAC] = i
-			}
-		}
-
-		k.mtu(at("mtu"), p.MTU, "inherit lower.mtu")
-		if lm := c.Lower.MTU; lm > 0 && p.MTU > lm && p.MTU <= MaxMTU {
-			k.fail(at("mtu"), ErrInvalidValue, "%d above lower.mtu %d (want %d..%d, or 0 to inherit; the kernel refuses a port MTU above its lower's)", p.MTU, lm, MinMTU, lm)
-		}
-		k.inRange(at("queues"), p.Queues, 1, MaxPortQueues, "")
-		k.inRange(at("queue_len"), p.QueueLen, 1, MaxPortQueueLen, "")
-		k.inRange(at("bcqueuelen"), p.BCQueueLen, 0, MaxBroadcastQueueLen, "")
-
-		if len(p.Multicast) > 0 && p.AllMulticast {
-			k.fail(at("multicast"), ErrConflict, "groups are only used with allmulticast: false")
-		}
-		checkMACList(k, at("multicast"), p.Multicast, func(m vswitch.MAC) string {
-			if !m.IsGroup() {
-				return fmt.Sprintf("%s is not a multicast address (the low bit of the first byte must be 1)", m)
-			}
-			return ""
-		})
-
-		if p.Mode != vswitch.ModeSource {
-			if len(p.SourceMACs) > 0 {
-				k.fail(at("source_macs"), ErrConflict, "only allowed in source mode (mode is %v)", p.Mode)
-			}
-			if p.NoDst {
-				k.fail(at("nodst"), ErrConflict, "only allowed in source mode (mode is %v)", p.Mode)
-			}
-		}
-		checkMACList(k, at("source_macs"), p.SourceMACs, func(m vswitch.MAC) string {
-			if !m.IsValidUnicast() {
-				return errNotUnicast(m).Error()
-			}
-			return ""
-		})
-		if p.NoPromisc && p.Mode != vswitch.ModePassthru {
-			k.fail(at("nopromisc"), ErrConflict, "only allowed in passthru mode (mode is %v)", p.Mode)
-		}
-
-		switch {
-		case p.Tap != nil && p.AFPacket != nil:
-			k.fail(at("afpacket"), ErrConflict, "a port is either tap or afpacket, not both")
-		case p.Tap == nil && p.AFPacket == nil:
-			k.fail(fmt.Sprintf("ports[%d]", i), ErrMissing, "no port kind: set tap or afpacket")
-		}
-
-		if t := p.Tap; t != nil {
-			switch {
-			case t.Netns == "":
-				k.fail(at("tap.netns"), ErrMissing, "required: path of a network namespace, e.g. /var/run/netns/NAME")
-			case !filepath.IsAbs(t.Netns) || strings.IndexByte(t.Netns, 0) >= 0:
-				k.fail(at("tap.netns"), ErrInvalidValue, "%q is not an absolute path", t.Netns)
-			}
-			switch {
-			case t.Ifname == "":
-				if nameOK {
-					k.fail(at("tap.ifname"), ErrMissing, "required: the interface name inside the netns")
-				}
-			case badIfname(t.Ifname) != "":
-				if nameOK || t.Ifname != p.Name {
-					k.fail(at("tap.ifname"), ErrInvalidValue, "%s", badIfname(t.Ifname))
-				}
-			default:
-				key := tapKey{t.Netns, t.Ifname}
-				if j, dup := taps[key]; dup {
-					k.fail(at("tap.ifname"), ErrDuplicate, "interface %q in %s already used by port %q", t.Ifname, t.Netns, c.Ports[j].Name)
-				} else {
-					taps[key] = i
-				}
-			}
-			seen := map[netip.Prefix]int{}
-			for j, a := range t.Addresses {
-				path := fmt.Sprintf("ports[%d].tap.addresses[%d]", i, j)
-				if !a.IsValid() {
-					k.fail(path, ErrInvalidValue, "invalid prefix")
-					continue
-				}
-				if first, dup := seen[a]; dup {
-					k.fail(path, ErrDuplicate, "address %s repeats addresses[%d]", a, first)
-					continue
-				}
-				seen[a] = j
-			}
-		}
-
-		if a := p.AFPacket; a != nil {
-			switch {
-			case a.Interface == "":
-				k.fail(at("afpacket.interface"), ErrMissing, "required: the interface to attach")
-			case badIfname(a.Interface) != "":
-				k.fail(at("afpacket.interface"), ErrInvalidValue, "%s", badIfname(a.Interface))
+		if a := p.AFPacket; a != nil && a.Interface != "" && badIfname(a.Interface) == "" {
+			switch j, dup := afpackets[a.Interface]; {
 			case a.Interface == c.Lower.Interface:
 				k.fail(at("afpacket.interface"), ErrConflict, "%q is lower.interface; the lower cannot also be a port", a.Interface)
+			case dup:
+				k.fail(at("afpacket.interface"), ErrDuplicate, "interface %q already used by port %q%s", a.Interface, c.Ports[j].Name, k.line(fmt.Sprintf("ports[%d].afpacket.interface", j)))
 			default:
-				if j, dup := afpackets[a.Interface]; dup {
-					k.fail(at("afpacket.interface"), ErrDuplicate, "interface %q already used by port %q", a.Interface, c.Ports[j].Name)
-				} else {
-					afpackets[a.Interface] = i
-				}
+				afpackets[a.Interface] = i
 			}
+		}
+	}
+	c.checkSwitchRules(k)
+}
+
+// checkSwitchRules applies the switch's own control-plane rules
+// (vswitch.CheckPorts: the kernel's refusals, in one place) to the ports
+// in file order, and locates each refusal in the file.
+func (c *Config) checkSwitchRules(k *checker) {
+	cfgs := make([]vswitch.PortConfig, len(c.Ports))
+	for i := range c.Ports {
+		cfgs[i] = c.Ports[i].SwitchConfig()
+	}
+	lower := vswitch.LowerInfo{MTU: uint32(max(c.Lower.MTU, 0))}
+	reported := map[string]bool{}
+	for _, fe := range k.errs {
+		reported[fe.Field] = true
+	}
+	for _, e := range vswitch.CheckPorts(lower, cfgs) {
+		path := fmt.Sprintf("ports[%d].%s", e.Index, e.Field)
+		if e.Field == "" {
+			path = fmt.Sprintf("ports[%d]", e.Index)
+		}
+		if reported[path] {
+			continue // the file's own check already said it
+		}
+		reported[path] = true
+		k.errs = append(k.errs, k.src.fieldError(path, c.switchRuleError(e, k)))
+	}
+}
+
+// switchRuleError words a switch refusal for the file: its class, what
+// the kernel would do, and where the other port is.
+func (c *Config) switchRuleError(e *vswitch.PortError, k *checker) error {
+	other := c.line(k, e.Other, e.Field)
+	p := c.Ports[e.Index]
+	switch {
+	case errors.Is(e, vswitch.ErrExists):
+		for j := range e.Index {
+			if c.Ports[j].Name == p.Name {
+				return classErrorf(ErrDuplicate, "port name %q already used by ports[%d]%s", p.Name, j, k.line(fmt.Sprintf("ports[%d].name", j)))
+			}
+		}
+		return classErrorf(ErrDuplicate, "port name %q already used", p.Name)
+	case errors.Is(e, vswitch.ErrAddrInUse) && e.Other != "":
+		return classErrorf(ErrDuplicate, "MAC %s already used by port %q%s (the kernel refuses to bring the second port up: EADDRINUSE)", p.MAC, e.Other, other)
+	case errors.Is(e, vswitch.ErrPassthru) && e.Other != "":
+		return classErrorf(ErrConflict, "port %q%s is in passthru mode, which must be the only port (the kernel refuses its siblings)", e.Other, c.line(k, e.Other, "mode"))
+	case errors.Is(e, vswitch.ErrPassthru):
+		return classErrorf(ErrConflict, "a passthru port must be the only port, and there are %d (the kernel refuses passthru with siblings)", len(c.Ports))
+	case errors.Is(e, vswitch.ErrNotSource):
+		return classErrorf(ErrConflict, "only allowed in source mode (mode is %v)", p.Mode)
+	case errors.Is(e, vswitch.ErrMTU):
+		return classErrorf(ErrInvalidValue, "%d above lower.mtu %d (want %d..%d, or 0 to inherit; the kernel refuses a port MTU above its lower's)", p.MTU, c.Lower.MTU, MinMTU, c.Lower.MTU)
+	case errors.Is(e, vswitch.ErrUnknownMode):
+		return classErrorf(ErrInvalidValue, "%v is not a mode (want private, vepa, bridge, passthru or source)", p.Mode)
+	case e.Field == "nopromisc":
+		return classErrorf(ErrConflict, "only allowed in passthru mode (mode is %v)", p.Mode)
+	}
+	return classWrap(ErrInvalidValue, e, "%v", e.Err)
+}
+
+// line returns " (line N)" for the field of the port named name, or "".
+func (c *Config) line(k *checker, name, field string) string {
+	for j := range c.Ports {
+		if name != "" && c.Ports[j].Name == name {
+			return k.line(fmt.Sprintf("ports[%d].%s", j, field))
+		}
+	}
+	return ""
+}
+
+// validatePort checks one port's fields on their own: names, ranges, the
+// port kind, and what would be ignored. Rules between ports, and the
+// switch's own rules, are checked by validatePorts.
+func validatePort(k *checker, p *Port, base string) {
+	at := func(f string) string { return joinPath(base, f) }
+	nameOK := false
+	switch {
+	case p.Name == "":
+		k.fail(at("name"), ErrMissing, "required: every port needs a name")
+	case badPortName(p.Name) != "":
+		k.fail(at("name"), ErrInvalidValue, "%s", badPortName(p.Name))
+	default:
+		nameOK = true
+	}
+	if p.Mode == vswitch.ModePassthru && !p.MAC.IsZero() {
+		k.fail(at("mac"), ErrConflict, "a passthru port takes the lower's MAC; remove mac")
+	}
+	k.mtu(at("mtu"), p.MTU, "inherit lower.mtu")
+	k.inRange(at("queues"), p.Queues, 1, MaxPortQueues, "")
+	k.inRange(at("queue_len"), p.QueueLen, 1, MaxPortQueueLen, "")
+	k.inRange(at("bcqueuelen"), p.BCQueueLen, 0, MaxBroadcastQueueLen, "")
+	checkMACList(k, at("multicast"), p.Multicast)
+	checkMACList(k, at("source_macs"), p.SourceMACs)
+
+	switch {
+	case p.Tap != nil && p.AFPacket != nil:
+		k.fail(at("afpacket"), ErrConflict, "a port is either tap or afpacket, not both")
+	case p.Tap == nil && p.AFPacket == nil:
+		k.fail(base, ErrMissing, "no port kind: set tap or afpacket")
+	}
+	if t := p.Tap; t != nil {
+		switch {
+		case t.Netns == "":
+			k.fail(at("tap.netns"), ErrMissing, "required: path of a network namespace, e.g. /var/run/netns/NAME")
+		case !filepath.IsAbs(t.Netns) || strings.IndexByte(t.Netns, 0) >= 0:
+			k.fail(at("tap.netns"), ErrInvalidValue, "%q is not an absolute path", t.Netns)
+		}
+		switch {
+		case t.Ifname == "":
+			if nameOK {
+				k.fail(at("tap.ifname"), ErrMissing, "required: the interface name inside the netns")
+			}
+		case badIfname(t.Ifname) != "":
+			if nameOK || t.Ifname != p.Name {
+				k.fail(at("tap.ifname"), ErrInvalidValue, "%s", badIfname(t.Ifname))
+			}
+		}
+		seen := map[netip.Prefix]int{}
+		for j, a := range t.Addresses {
+			path := fmt.Sprintf("%s[%d]", at("tap.addresses"), j)
+			if !a.IsValid() {
+				k.fail(path, ErrInvalidValue, "invalid prefix")
+				continue
+			}
+			if first, dup := seen[a]; dup {
+				k.fail(path, ErrDuplicate, "address %s repeats addresses[%d]", a, first)
+				continue
+			}
+			seen[a] = j
+		}
+	}
+	if a := p.AFPacket; a != nil {
+		switch {
+		case a.Interface == "":
+			k.fail(at("afpacket.interface"), ErrMissing, "required: the interface to attach")
+		case badIfname(a.Interface) != "":
+			k.fail(at("afpacket.interface"), ErrInvalidValue, "%s", badIfname(a.Interface))
 		}
 	}
 }
 
-// checkMACList reports elements that bad rejects and repeated elements.
-func checkMACList(k *checker, path string, list []vswitch.MAC, bad func(vswitch.MAC) string) {
+// line returns " (line N)" for path's position in the file, or "".
+func (k *checker) line(path string) string {
+	if fe := k.src.fieldError(path, nil); fe.Line > 0 {
+		return fmt.Sprintf(" (line %d)", fe.Line)
+	}
+	return ""
+}
+
+// checkMACList reports repeated elements.
+func checkMACList(k *checker, path string, list []vswitch.MAC) {
 	seen := map[vswitch.MAC]int{}
 	for j, m := range list {
-		epath := fmt.Sprintf("%s[%d]", path, j)
-		if msg := bad(m); msg != "" {
-			k.fail(epath, ErrInvalidValue, "%s", msg)
-			continue
-		}
 		if first, dup := seen[m]; dup {
-			k.fail(epath, ErrDuplicate, "%s repeats %s[%d]", m, path[strings.LastIndexByte(path, '.')+1:], first)
+			k.fail(fmt.Sprintf("%s[%d]", path, j), ErrDuplicate, "%s repeats %s[%d]", m, path[strings.LastIndexByte(path, '.')+1:], first)
 			continue
 		}
 		seen[m] = j

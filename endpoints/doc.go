@@ -3,20 +3,33 @@
 // Package endpoints holds macvsw's OS-facing link endpoints: every FD and
 // syscall of the data path lives here. Each endpoint is a gVisor
 // stack.LinkEndpoint (and stack.GSOEndpoint) that the bridge package makes
-// a switch port, or that a netstack NIC can use directly.
+// a switch port, or that a netstack NIC can use directly, and implements
+// the optional capabilities package bridge looks for (queue and link
+// notifications, filters, carrier, device MAC and MTU, counters).
 //
-//   - Tap (NewTap, AdoptTap): a multi-queue tun/tap device with a 12-byte
-//     virtio-net header and TSO/USO/checksum offloads. NewTap creates the
-//     interface in a given network namespace; AdoptTap takes FDs from a
-//     broker (OpenTapQueues + SendFDs / ReceiveFDs, the uml_net pattern).
-//   - Packet (NewPacket): AF_PACKET sockets on an existing netdev, in one
-//     PACKET_FANOUT_HASH group that ignores our own transmissions; for the
-//     lower NIC and for netdev ports (a veth into a sandbox). It receives
-//     by recvmmsg or, as an option, a TPACKET_V3 ring per socket.
-//   - The virtio-net header (VnetHdr), the kernel's write validation
-//     (ValidateVnetWrite, VnetHdr.Check, reasons as VnetReason), conversion
-//     to and from gVisor's stack.GSO, and the software fallbacks Segment
-//     (TSO/USO) and FinishChecksum for receivers without offloads.
+// Every kind is built on one multi-queue FD engine (queues.go): per queue
+// an FD, its life state, counters, a reader goroutine parked on Go's
+// netpoller and a writer lock; queue pick, failure handling, stats and an
+// ordered Close are written once. Kinds differ only in two small
+// strategies, a reader (rx.go: readv, recvmmsg, or ring.go's TPACKET_V3
+// ring) and a writer (tx.go: writev, sendmmsg), and in their control
+// plane:
+//
+//   - Tap (tap.go; NewTap, AdoptTap): a multi-queue tun/tap device with a
+//     12-byte virtio-net header and TSO/USO/checksum offloads. NewTap
+//     creates the interface in a given network namespace; AdoptTap takes
+//     FDs from a broker (OpenTapQueues + SendFDs / ReceiveFDs, the uml_net
+//     pattern). It sets the device's carrier, MAC and MTU.
+//   - Packet (packet.go; NewPacket): AF_PACKET sockets on an existing
+//     netdev, in one PACKET_FANOUT_HASH group that ignores our own
+//     transmissions; for the lower NIC and for netdev ports (a veth into a
+//     sandbox, a VM's tap). It follows its interface by name (linkwatch.go)
+//     and opens a fresh socket set when it comes back.
+//   - The virtio-net header (vnethdr.go: VnetHdr, the kernel's write
+//     validation ValidateVnetWrite with reasons as VnetReason, conversion
+//     to and from gVisor's stack.GSO) and the software fallbacks
+//     (segment.go: Segment for TSO/USO, FinishChecksum) for receivers
+//     without offloads.
 //
 // What endpoints deliver: the whole Ethernet frame as a *stack.PacketBuffer
 // with no header consumed, borrowed for the duration of the call, with

@@ -3,7 +3,9 @@
 package endpoints
 
 import (
+	"bytes"
 	"fmt"
+	"net"
 	"runtime"
 
 	"github.com/vishvananda/netlink"
@@ -77,4 +79,31 @@ func netlinkHandle(path string) (*netlink.Handle, netns.NsHandle, error) {
 		return nil, netns.None(), fmt.Errorf("netlink handle in %q: %w", path, err)
 	}
 	return h, ns, nil
+}
+
+// setLinkAttrs sets the MAC (when mac is not nil) and the MTU (when not 0)
+// of interface name in the namespace at netnsPath, like `ip -n NS link set
+// NAME address MAC mtu MTU`.
+func setLinkAttrs(netnsPath, name string, mac net.HardwareAddr, mtu uint32) error {
+	h, ns, err := netlinkHandle(netnsPath)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	defer h.Close()
+	link, err := h.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("find %q: %w", name, err)
+	}
+	if mac != nil && !bytes.Equal(link.Attrs().HardwareAddr, mac) {
+		if err := h.LinkSetHardwareAddr(link, mac); err != nil {
+			return fmt.Errorf("set %q address %s: %w", name, mac, err)
+		}
+	}
+	if mtu != 0 && link.Attrs().MTU != int(mtu) {
+		if err := h.LinkSetMTU(link, int(mtu)); err != nil {
+			return fmt.Errorf("set %q mtu %d: %w", name, mtu, err)
+		}
+	}
+	return nil
 }

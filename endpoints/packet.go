@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/macvsw/macvsw/switch/counters"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -47,9 +48,8 @@ type PacketOptions struct {
 	// Ring sizes each socket's TPACKET_V3 receive ring (PacketRxRing
 	// only); zero fields take defaults.
 	Ring RingOptions
-	// OnLinkChange, if set, is called when the interface's state changes
-	// (see SetLinkStateFunc).
-	OnLinkChange func(LinkState)
+	// OnLinkChange, if set, is installed with SetLinkFunc.
+	OnLinkChange func(up bool, mtu uint32, mac tcpip.LinkAddress)
 	// OnQueueState, if set, is called when a socket fails or comes back
 	// (see SetQueueStateFunc).
 	OnQueueState func(q int, up bool)
@@ -94,11 +94,15 @@ type Packet struct {
 	ring    RingOptions
 	promisc bool
 
-	ifindex      atomic.Int32
-	watch        *linkWatcher
-	closeOnce    sync.Once
-	onLinkChange atomic.Pointer[func(LinkState)]
-	reopens      atomic.Uint64
+	ifindex   atomic.Int32
+	watch     *linkWatcher
+	closeOnce sync.Once
+	reopens   atomic.Uint64
+
+	// linkMu orders calls of onLink: the one SetLinkFunc makes and the
+	// watcher's.
+	linkMu sync.Mutex
+	onLink func(up bool, mtu uint32, mac tcpip.LinkAddress)
 
 	// filterMu guards the memberships, applied on the first socket and
 	// applied again to a fresh socket set.
@@ -159,9 +163,6 @@ func NewPacket(opts PacketOptions) (*Packet, error) {
 		}
 		return newMMsgReader(q, true)
 	}
-	if opts.OnLinkChange != nil {
-		p.SetLinkStateFunc(opts.OnLinkChange)
-	}
 	e.init("af_packet", opts.Interface, opts.Logger)
 	p.watch, err = watchLink(opts.NetNS, opts.Interface, e.log, opts.linkWatchBuffer, p.linkChanged)
 	if err != nil {
@@ -176,6 +177,9 @@ func NewPacket(opts PacketOptions) (*Packet, error) {
 	mac := tcpip.LinkAddress(st.MAC)
 	e.mac.Store(&mac)
 	e.SetQueueStateFunc(opts.OnQueueState)
+	if opts.OnLinkChange != nil {
+		p.SetLinkFunc(opts.OnLinkChange)
+	}
 	// Under mu: the watcher may already want to reopen (it waits for this).
 	p.mu.Lock()
 	fds, rings, err := p.openSockets(st.Index)
@@ -299,17 +303,20 @@ func (p *Packet) openSocketsHere(ifindex int) (fds []int, rings []*rxRing, err e
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-// SetLinkStateFunc installs f (nil removes it), called with the
-// interface's new state when it changes: up or down (IFF_UP and
-// IFF_LOWER_UP), MTU, MAC, gone, back. It runs on the link watcher's
-// goroutine, after the endpoint has applied the change (a reopened socket
-// set is in place when f hears "up"), and must not block.
-func (p *Packet) SetLinkStateFunc(f func(LinkState)) {
-	if f == nil {
-		p.onLinkChange.Store(nil)
-		return
+// SetLinkFunc installs f (nil removes it), called at once with the
+// interface's current state and then whenever it changes: up (there,
+// IFF_UP and IFF_LOWER_UP) or down, MTU, MAC. It runs on the link
+// watcher's goroutine, after the endpoint has applied the change (a
+// reopened socket set is in place when f hears "up"), one call at a time,
+// and must not block. It implements bridge.LinkNotifier.
+func (p *Packet) SetLinkFunc(f func(up bool, mtu uint32, mac tcpip.LinkAddress)) {
+	p.linkMu.Lock()
+	defer p.linkMu.Unlock()
+	p.onLink = f
+	if f != nil {
+		st := p.watch.State()
+		f(st.Up(), st.MTU, tcpip.LinkAddress(st.MAC))
 	}
-	p.onLinkChange.Store(&f)
 }
 
 // linkChanged follows the interface: MTU and MAC, and a fresh socket set
@@ -327,9 +334,17 @@ func (p *Packet) linkChanged(old, st LinkState) {
 			p.log.Warn("af_packet: reopen sockets", "interface", p.ifname, "err", err)
 		}
 	}
-	if f := p.onLinkChange.Load(); f != nil {
-		(*f)(st)
+	p.linkMu.Lock()
+	if p.onLink != nil {
+		p.onLink(st.Up(), st.MTU, tcpip.LinkAddress(st.MAC))
 	}
+	p.linkMu.Unlock()
+}
+
+// SetInterfaceMAC sets the interface's MAC (`ip link set IF address MAC`),
+// as a passthru port does to its lower (BEHAVIOUR.md §1.5).
+func (p *Packet) SetInterfaceMAC(mac tcpip.LinkAddress) error {
+	return setLinkAttrs(p.netns, p.ifname, net.HardwareAddr(mac), 0)
 }
 
 // reopen replaces every socket with a fresh one bound to ifindex.
@@ -364,8 +379,13 @@ func (p *Packet) reopen(ifindex int) error {
 // LinkState returns the interface's last known state.
 func (p *Packet) LinkState() LinkState { return p.watch.State() }
 
-// Reopens counts how often the endpoint opened a fresh socket set.
-func (p *Packet) Reopens() uint64 { return p.reopens.Load() }
+// Stats returns every socket's counters and how often the endpoint opened
+// a fresh socket set.
+func (p *Packet) Stats() counters.Endpoint {
+	s := p.engine.Stats()
+	s.Reopens = p.reopens.Load()
+	return s
+}
 
 // Interface returns the interface name.
 func (p *Packet) Interface() string { return p.ifname }

@@ -59,9 +59,9 @@ func testNetnsPacket(t *testing.T, rx PacketRx) {
 	var linkMu sync.Mutex
 	var linkEvents []string
 	ep, err := NewPacket(PacketOptions{Interface: "vethb", NetNS: pathB, Queues: 2, Rx: rx,
-		OnLinkChange: func(st LinkState) {
+		OnLinkChange: func(up bool, mtu uint32, _ tcpip.LinkAddress) {
 			linkMu.Lock()
-			linkEvents = append(linkEvents, map[bool]string{true: "up", false: "down"}[st.Up()]+"/"+itoa(int(st.MTU)))
+			linkEvents = append(linkEvents, map[bool]string{true: "up", false: "down"}[up]+"/"+itoa(int(mtu)))
 			linkMu.Unlock()
 		}})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/macvsw/macvsw/switch/counters"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -447,11 +448,11 @@ func (e *engine) writeBatch(q *fdQueue, pkts []*stack.PacketBuffer) (int, tcpip.
 }
 
 // Stats returns a snapshot of every queue's counters.
-func (e *engine) Stats() Stats {
+func (e *engine) Stats() counters.Endpoint {
 	qs := e.queueList()
-	s := Stats{Queues: make([]QueueStats, len(qs))}
+	s := counters.Endpoint{Queues: make([]counters.EndpointQueue, len(qs))}
 	for i, q := range qs {
-		s.Queues[i] = q.c.snapshot(QueueState(q.state.Load()))
+		s.Queues[i] = q.c.snapshot(i, QueueState(q.state.Load()))
 	}
 	return s
 }

@@ -172,10 +172,10 @@ func TestRingBlock(t *testing.T) {
 					t.Errorf("frame %d GSO %+v, want %+v", i, f.gso, g)
 				}
 			}
-			st := s.c.snapshot(QueueUp)
+			st := s.c.snapshot(s.idx, QueueUp)
 			for r := DropReason(0); r < numDropReasons; r++ {
-				if st.RxDrops[r] != tc.drops[r] {
-					t.Errorf("drops[%v] = %d, want %d", r, st.RxDrops[r], tc.drops[r])
+				if st.RxDrops[r].Count != tc.drops[r] {
+					t.Errorf("drops[%v] = %d, want %d", r, st.RxDrops[r].Count, tc.drops[r])
 				}
 			}
 			if st.RxPackets != uint64(len(tc.want)) {
@@ -242,7 +242,7 @@ func TestNetnsPacketRingOversize(t *testing.T) {
 	}
 	rec.wait(t, 5*time.Second, func(f recFrame) bool { return bytes.HasSuffix(f.data, []byte("small")) })
 	st := ep.Stats().Total()
-	if st.RxDrops[DropOversize] == 0 {
+	if st.RxDrops[DropOversize].Count == 0 {
 		t.Errorf("no oversize drops; stats %+v", st)
 	}
 	for _, f := range rec.snapshot() {

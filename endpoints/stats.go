@@ -5,6 +5,8 @@ package endpoints
 import (
 	"fmt"
 	"sync/atomic"
+
+	"github.com/macvsw/macvsw/switch/counters"
 )
 
 // DropReason names why an endpoint dropped a frame. Virtio-net header
@@ -98,56 +100,6 @@ func (s QueueState) String() string {
 	return fmt.Sprintf("QueueState(%d)", uint8(s))
 }
 
-// QueueStats is a snapshot of one queue's counters.
-type QueueStats struct {
-	State      QueueState
-	RxPackets  uint64
-	RxBytes    uint64
-	TxPackets  uint64
-	TxBytes    uint64
-	RxDrops    [NumDropReasons]uint64
-	TxDrops    [NumDropReasons]uint64
-	VnetErrors [NumVnetReasons]uint64
-	// Segmented counts super-frames cut in software (TX fallback, or USO
-	// on receive); Checksummed counts partial checksums completed.
-	Segmented   uint64
-	Checksummed uint64
-	// Failures counts FD errors that took the queue down; LastError is
-	// the last of them ("recvmmsg: network is down"), empty if none.
-	Failures  uint64
-	LastError string
-}
-
-// Stats is a snapshot of an endpoint's counters, one entry per queue.
-type Stats struct {
-	Queues []QueueStats
-}
-
-// Total sums the counters of every queue (State is QueueUp if any is).
-func (s Stats) Total() QueueStats {
-	t := QueueStats{State: QueueDead}
-	for _, q := range s.Queues {
-		if q.State == QueueUp {
-			t.State = QueueUp
-		}
-		t.RxPackets += q.RxPackets
-		t.RxBytes += q.RxBytes
-		t.TxPackets += q.TxPackets
-		t.TxBytes += q.TxBytes
-		for i := range q.RxDrops {
-			t.RxDrops[i] += q.RxDrops[i]
-			t.TxDrops[i] += q.TxDrops[i]
-		}
-		for i := range q.VnetErrors {
-			t.VnetErrors[i] += q.VnetErrors[i]
-		}
-		t.Segmented += q.Segmented
-		t.Checksummed += q.Checksummed
-		t.Failures += q.Failures
-	}
-	return t
-}
-
 // queueCounters are the live counters behind QueueStats.
 type queueCounters struct {
 	rxPackets   atomic.Uint64
@@ -168,26 +120,39 @@ func (c *queueCounters) setLastError(op string, err error) {
 	c.lastError.Store(&s)
 }
 
-func (c *queueCounters) snapshot(state QueueState) QueueStats {
-	s := QueueStats{
-		State:       state,
+// dropNames and vnetNames are the reason names in enum order, for
+// snapshots.
+var (
+	dropNames = dropReasonNames[:]
+	vnetNames = vnetReasonNames[:]
+)
+
+func (c *queueCounters) snapshot(idx int, state QueueState) counters.EndpointQueue {
+	var rx, tx [numDropReasons]uint64
+	var vn [numVnetReasons]uint64
+	for i := range c.rxDrops {
+		rx[i] = c.rxDrops[i].Load()
+		tx[i] = c.txDrops[i].Load()
+	}
+	for i := range c.vnetErrors {
+		vn[i] = c.vnetErrors[i].Load()
+	}
+	s := counters.EndpointQueue{
+		Index:       idx,
+		State:       state.String(),
 		RxPackets:   c.rxPackets.Load(),
 		RxBytes:     c.rxBytes.Load(),
 		TxPackets:   c.txPackets.Load(),
 		TxBytes:     c.txBytes.Load(),
+		RxDrops:     counters.NewDrops(dropNames, rx[:]),
+		TxDrops:     counters.NewDrops(dropNames, tx[:]),
+		VnetErrors:  counters.NewDrops(vnetNames, vn[:]),
 		Segmented:   c.segmented.Load(),
 		Checksummed: c.checksummed.Load(),
 		Failures:    c.failures.Load(),
 	}
 	if e := c.lastError.Load(); e != nil {
 		s.LastError = *e
-	}
-	for i := range c.rxDrops {
-		s.RxDrops[i] = c.rxDrops[i].Load()
-		s.TxDrops[i] = c.txDrops[i].Load()
-	}
-	for i := range c.vnetErrors {
-		s.VnetErrors[i] = c.vnetErrors[i].Load()
 	}
 	return s
 }

@@ -121,7 +121,8 @@ func NewTap(opts TapOptions) (*Tap, error) {
 
 // AdoptTap makes an endpoint of tap queue FDs opened by someone else (a
 // privileged broker, an inherited FD). The endpoint takes ownership of fds
-// and closes them in Close; it never deletes the interface. The FDs are
+// and closes them in Close, or at once if it fails; it never deletes the
+// interface. The FDs are
 // set non-blocking, and if they have IFF_VNET_HDR their header size and
 // offloads are set as opts say (per-file ioctls that need no privilege).
 //
@@ -131,10 +132,12 @@ func NewTap(opts TapOptions) (*Tap, error) {
 // (none with opts.NoVnetHdr); queue ioctls then fail.
 func AdoptTap(fds []int, opts TapOptions) (*Tap, error) {
 	if len(fds) < 1 || len(fds) > MaxQueues {
+		closeFDs(fds)
 		return nil, fmt.Errorf("adopt tap: %d fds, want 1..%d", len(fds), MaxQueues)
 	}
 	t, err := newTap(fds, opts, false)
 	if err != nil {
+		closeFDs(fds)
 		return nil, err
 	}
 	if opts.MTU == 0 {
@@ -442,5 +445,32 @@ func (t *Tap) SetCarrier(on bool) error {
 	if err := unix.IoctlSetPointerInt(fd, tunSetCarrier, v); err != nil {
 		return fmt.Errorf("tap %q: set carrier: %w", t.Name(), err)
 	}
+	return nil
+}
+
+// SetDeviceMAC sets the tap interface's MAC in its namespace (`ip -n NS
+// link set NAME address MAC`), so the sandbox's interface has its port's
+// address. It implements bridge.DeviceConfigurer.
+func (t *Tap) SetDeviceMAC(mac tcpip.LinkAddress) error {
+	if !t.isTap {
+		return fmt.Errorf("tap %q: not a tap fd", t.Name())
+	}
+	if err := setLinkAttrs(t.netns, t.Name(), net.HardwareAddr(mac), 0); err != nil {
+		return fmt.Errorf("tap: %w", err)
+	}
+	t.mac.Store(&mac)
+	return nil
+}
+
+// SetDeviceMTU sets the tap interface's MTU in its namespace. It
+// implements bridge.DeviceConfigurer.
+func (t *Tap) SetDeviceMTU(mtu uint32) error {
+	if !t.isTap {
+		return fmt.Errorf("tap %q: not a tap fd", t.Name())
+	}
+	if err := setLinkAttrs(t.netns, t.Name(), nil, mtu); err != nil {
+		return fmt.Errorf("tap: %w", err)
+	}
+	t.mtu.Store(mtu)
 	return nil
 }

@@ -195,7 +195,7 @@ func TestNetnsTapMultiQueue(t *testing.T) {
 			t.Errorf("flow %d read from detached queue 0", port)
 		}
 	}
-	if s := tap.Stats().Queues[0].State; s != QueueDetached {
+	if s := tap.Stats().Queues[0].State; s != QueueDetached.String() {
 		t.Errorf("queue 0 state %v", s)
 	}
 	// A detached queue still writes.
@@ -216,10 +216,10 @@ func TestNetnsTapMultiQueue(t *testing.T) {
 	}
 	unix.Close(devnull)
 	deadline := time.Now().Add(5 * time.Second)
-	for tap.Stats().Queues[1].State != QueueDead && time.Now().Before(deadline) {
+	for tap.Stats().Queues[1].State != QueueDead.String() && time.Now().Before(deadline) {
 		flowBurst(t, rec, nil, path, 8, "wake")
 	}
-	if st := tap.Stats().Queues[1]; st.State != QueueDead || st.Failures != 1 {
+	if st := tap.Stats().Queues[1]; st.State != QueueDead.String() || st.Failures != 1 {
 		t.Fatalf("queue 1 after losing its FD: %v, failures %d", st.State, st.Failures)
 	}
 	got = flowBurst(t, rec, nil, path, flows, "round3")
@@ -238,7 +238,7 @@ func TestNetnsTapMultiQueue(t *testing.T) {
 	if err != nil || idx != 1 {
 		t.Fatalf("AttachFD = %d, %v; want 1", idx, err)
 	}
-	if s := tap.Stats().Queues[1].State; s != QueueUp {
+	if s := tap.Stats().Queues[1].State; s != QueueUp.String() {
 		t.Errorf("queue 1 state after AttachFD: %v", s)
 	}
 	got = flowBurst(t, rec, nil, path, flows, "round4")
@@ -287,7 +287,7 @@ func socketpairTap(t *testing.T, opts TapOptions) (*Tap, int) {
 }
 
 // TestTapSocketpair drives a Tap from the "device" side of a socketpair:
-// bad virtio-net headers (macvlan.md §7.4, §8.2 cases 50-52) are counted per
+// bad virtio-net headers (BEHAVIOUR.md §7.4, §8.2 cases 50-52) are counted per
 // reason and dropped without stopping the reader, GSO metadata is passed up,
 // USO is segmented, and the TX side builds vnet headers or falls back to
 // software. Needs no privileges.
@@ -342,8 +342,8 @@ func TestTapSocketpair(t *testing.T) {
 	}
 	st := tap.Stats().Total()
 	for _, w := range writes {
-		if w.want != VnetOK && st.VnetErrors[w.want] != 1 {
-			t.Errorf("vnet %v count %d, want 1", w.want, st.VnetErrors[w.want])
+		if w.want != VnetOK && st.VnetErrors[w.want].Count != 1 {
+			t.Errorf("vnet %v count %d, want 1", w.want, st.VnetErrors[w.want].Count)
 		}
 	}
 	if g := frames[0].gso; !g.NeedsCsum || g.Type != stack.GSONone || g.L3HdrLen != 20 || g.CsumOffset != 6 {
@@ -380,12 +380,12 @@ func TestTapSocketpair(t *testing.T) {
 
 	// A full device never blocks the writer: drops are counted as tx_full.
 	big := udpFrame(peerMAC, tapMAC, peerIP, tapIP, 1, 2, make([]byte, 1000))
-	for i := 0; i < 1000 && tap.Stats().Total().TxDrops[DropTxFull] == 0; i++ {
+	for i := 0; i < 1000 && tap.Stats().Total().TxDrops[DropTxFull].Count == 0; i++ {
 		p := packetOf(big)
 		tap.WritePackets(listOf(p))
 		p.DecRef()
 	}
-	if tap.Stats().Total().TxDrops[DropTxFull] == 0 {
+	if tap.Stats().Total().TxDrops[DropTxFull].Count == 0 {
 		t.Errorf("no tx_full drop after filling the socket")
 	}
 	// A plain frame above the MTU is not refused as oversize: this
@@ -393,14 +393,14 @@ func TestTapSocketpair(t *testing.T) {
 	p = packetOf(frameSpec{payload: 2000, tcpFlags: header.TCPFlagAck}.build())
 	tap.WritePackets(listOf(p))
 	p.DecRef()
-	if tap.Stats().Total().TxDrops[DropOversize] != 0 {
-		t.Errorf("oversize drops %d toward a GSO receiver", tap.Stats().Total().TxDrops[DropOversize])
+	if tap.Stats().Total().TxDrops[DropOversize].Count != 0 {
+		t.Errorf("oversize drops %d toward a GSO receiver", tap.Stats().Total().TxDrops[DropOversize].Count)
 	}
 
 	// The device going away takes the queue down and reports it.
 	unix.Shutdown(dev, unix.SHUT_RDWR)
 	deadline = time.Now().Add(5 * time.Second)
-	for tap.Stats().Queues[0].State != QueueDead && time.Now().Before(deadline) {
+	for tap.Stats().Queues[0].State != QueueDead.String() && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	mu.Lock()

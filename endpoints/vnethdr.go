@@ -124,7 +124,7 @@ func (h VnetHdr) String() string {
 
 // VnetReason names why a virtio-net header was rejected. The values mirror
 // the kernel's write validation (macvtap tap_get_user and
-// virtio_net_hdr_to_skb; macvlan.md §7.4 items 1-7), so each can be counted
+// virtio_net_hdr_to_skb; BEHAVIOUR.md §7.4 items 1-7), so each can be counted
 // separately.
 type VnetReason uint8
 

@@ -61,7 +61,7 @@ func vnetWrite(h VnetHdr, hdrSize int, frame []byte) []byte {
 }
 
 func TestValidateVnetWrite(t *testing.T) {
-	udp := frameSpec{udp: true, payload: 16}.build() // 58 bytes, as in §8.2 case 51
+	udp := frameSpec{udp: true, payload: 16}.build() // 58 bytes, as in BEHAVIOUR.md §8.2 case 51
 	if len(udp) != 58 {
 		t.Fatalf("udp frame is %d bytes, want 58", len(udp))
 	}
@@ -77,7 +77,7 @@ func TestValidateVnetWrite(t *testing.T) {
 		want    VnetReason
 		wantGSO uint8 // expected normalized gso_type on success
 	}{
-		// macvlan.md §8.2 case 50 (vnet_hdr_sz 12).
+		// BEHAVIOUR.md §8.2 case 50 (vnet_hdr_sz 12).
 		{"case50/11 bytes", make([]byte, 11), VnetShortWrite, 0},
 		{"case50/hdr+13", vnetWrite(VnetHdr{}, 12, make([]byte, 13)), VnetRunt, 0},
 		{"case50/hdr+14", vnetWrite(VnetHdr{}, 12, make([]byte, 14)), VnetOK, 0},

@@ -4,10 +4,11 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/macvsw/macvsw/switch/counters"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
-// bcastQueue is the port set's broadcast queue (spec §2.4): floods from the
+// bcastQueue is the port set's broadcast queue (BEHAVIOUR.md §2.4): floods from the
 // wire wait here and are delivered asynchronously, by whoever calls
 // DrainBroadcast. Its capacity is the largest bcqueuelen request of the ports.
 type bcastQueue struct {
@@ -98,10 +99,10 @@ func (b *bcastQueue) close(drops *dropCounters) {
 	drops[DropRemoved].Add(dropped)
 }
 
-func (b *bcastQueue) stats() BroadcastStats {
+func (b *bcastQueue) stats() counters.Broadcast {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return BroadcastStats{Len: b.n, Cap: b.cap, Enqueued: b.enqueued.Load(), Dropped: b.dropped.Load()}
+	return counters.Broadcast{Len: b.n, Cap: b.cap, Enqueued: b.enqueued.Load(), Dropped: b.dropped.Load()}
 }
 
 // BroadcastReady is signalled when a flood is queued into an empty broadcast

@@ -2,11 +2,12 @@ package vswitch
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
 
-// Spec case 57 and §5: the kernel's control-plane refusals.
+// BEHAVIOUR.md §8.2 case 57 and §5: the kernel's control-plane refusals.
 func TestControlRules(t *testing.T) {
 	t.Run("sibling MAC: created down ok, up refused", func(t *testing.T) {
 		s := newSwitch(t, Options{})
@@ -132,31 +133,31 @@ func must(t testing.TB, err error) {
 	}
 }
 
-// Spec §1.6: source list operations.
+// BEHAVIOUR.md §1.6: source list operations.
 func TestSourceList(t *testing.T) {
 	s := newSwitch(t, Options{})
 	sp := addPort(t, s, PortConfig{Name: "s", Mode: ModeSource, MAC: macC})
 	must(t, s.SourceMACs(sp, SourceAdd, macE, macE)) // existing: no-op
 	must(t, s.SourceMACs(sp, SourceDel, macA))       // missing: success
-	if len(sp.sources) != 1 {
-		t.Fatalf("sources %v, want [%v]", sp.sources, macE)
+	if len(sp.st.sources) != 1 {
+		t.Fatalf("sources %v, want [%v]", sp.st.sources, macE)
 	}
 	must(t, s.SourceMACs(sp, SourceSet, macA, macB))
-	if _, ok := sp.sources[macE]; ok || len(sp.sources) != 2 {
-		t.Errorf("after set: %v", sp.sources)
+	if _, ok := sp.st.sources[macE]; ok || len(sp.st.sources) != 2 {
+		t.Errorf("after set: %v", sp.st.sources)
 	}
 	if err := s.SourceMACs(sp, SourceAdd, Broadcast); !errors.Is(err, ErrAddrNotAvail) {
 		t.Errorf("adding broadcast = %v, want ErrAddrNotAvail", err)
 	}
 	must(t, s.SourceMACs(sp, SourceFlush))
-	if len(sp.sources) != 0 {
-		t.Errorf("after flush: %v", sp.sources)
+	if len(sp.st.sources) != 0 {
+		t.Errorf("after flush: %v", sp.st.sources)
 	}
 	must(t, s.SourceMACs(sp, SourceAdd, macE))
 	must(t, s.SetNoDst(sp, true))
 	must(t, s.SetMode(sp, ModeBridge)) // leaving source mode flushes
-	if len(sp.sources) != 0 || sp.nodst {
-		t.Errorf("leaving source mode kept sources %v nodst %v", sp.sources, sp.nodst)
+	if len(sp.st.sources) != 0 || sp.st.nodst {
+		t.Errorf("leaving source mode kept sources %v nodst %v", sp.st.sources, sp.st.nodst)
 	}
 }
 
@@ -189,5 +190,140 @@ func TestCarrierFollowsLower(t *testing.T) {
 	s.SetLowerState(true)
 	if !a.Carrier() {
 		t.Error("no carrier with the lower up")
+	}
+}
+
+// TestUpdateAllOrNothing: a change that breaks any rule changes nothing,
+// even the fields before the one refused.
+func TestUpdateAllOrNothing(t *testing.T) {
+	s := newSwitch(t, Options{})
+	a := addPort(t, s, PortConfig{Name: "a", Mode: ModeBridge, MAC: macA})
+	addPort(t, s, PortConfig{Name: "b", Mode: ModeBridge, MAC: macB})
+	before := a.Config()
+	mtu := uint32(1400)
+	if err := s.Update(a, PortChange{MTU: &mtu, MAC: &macB}); !errors.Is(err, ErrAddrInUse) {
+		t.Fatalf("Update(mtu, busy mac) = %v, want ErrAddrInUse", err)
+	}
+	var pe *PortError
+	if err := s.Update(a, PortChange{MTU: &mtu, MAC: &macB}); !errors.As(err, &pe) || pe.Field != "mac" || pe.Other != "b" {
+		t.Errorf("refusal = %#v, want field mac, other b", pe)
+	}
+	if got := a.Config(); !reflect.DeepEqual(got, before) {
+		t.Errorf("refused update changed the port:\n%+v\n%+v", got, before)
+	}
+	// Several fields in one request, each needing the one before.
+	src := ModeSource
+	must(t, s.Update(a, PortChange{Mode: &src, Sources: &SourceChange{Op: SourceSet, MACs: []MAC{macE}}, NoDst: Bool(true)}))
+	if c := a.Config(); c.Mode != ModeSource || len(c.SourceMACs) != 1 || !c.NoDst {
+		t.Errorf("after source update: %+v", c)
+	}
+	before = a.Config()
+	br, big := ModeBridge, uint32(9000)
+	if err := s.Update(a, PortChange{Mode: &br, MTU: &big}); !errors.Is(err, ErrMTU) {
+		t.Fatalf("Update(mode, mtu too big) = %v, want ErrMTU", err)
+	}
+	if got := a.Config(); !reflect.DeepEqual(got, before) {
+		t.Errorf("refused update changed the port:\n%+v\n%+v", got, before)
+	}
+	// A down port's MAC may not be taken either, but a down port may hold
+	// a MAC an up port has: bringing it up is what fails.
+	down := addPort(t, s, PortConfig{Name: "c", Mode: ModeBridge, MAC: macC, Down: true})
+	if err := s.Update(down, PortChange{MAC: &macB}); !errors.Is(err, ErrAddrInUse) {
+		t.Errorf("down port taking b's MAC = %v, want ErrAddrInUse", err)
+	}
+}
+
+// TestConfigRoundTrip: Config reports what AddPort was given (with the
+// defaults filled in), and re-creating a port from it gives the same port.
+func TestConfigRoundTrip(t *testing.T) {
+	s := newSwitch(t, Options{})
+	cfg := PortConfig{
+		Name: "s", Mode: ModeSource, MAC: macC, MTU: 1400, Queues: 3, QueueLen: 77,
+		AllMulti: Bool(false), Groups: []MAC{{0x01, 0, 0x5e, 0, 0, 1}}, SourceMACs: []MAC{macE},
+		NoDst: true, BroadcastQueueLen: Int(5),
+	}
+	p := addPort(t, s, cfg)
+	if got := p.Config(); !reflect.DeepEqual(got, cfg) {
+		t.Errorf("Config() = %+v, want %+v", got, cfg)
+	}
+	d := addPort(t, s, PortConfig{Name: "d"})
+	c := d.Config()
+	if c.Mode != DefaultMode || c.MTU != DefaultMTU || c.Queues != 1 || c.QueueLen != DefaultQueueLen ||
+		c.AllMulti == nil || !*c.AllMulti || c.MAC.IsZero() || *c.BroadcastQueueLen != DefaultBroadcastQueue {
+		t.Errorf("defaults: %+v", c)
+	}
+	s2 := newSwitch(t, Options{})
+	p2 := addPort(t, s2, p.Config())
+	if !reflect.DeepEqual(p2.Config(), p.Config()) {
+		t.Errorf("re-created port differs: %+v vs %+v", p2.Config(), p.Config())
+	}
+}
+
+// TestCheckPorts: the rules AddPort applies, without a switch, each
+// refusal naming the port's index, the field and the other port.
+func TestCheckPorts(t *testing.T) {
+	lower := LowerInfo{MAC: lowerMAC, MTU: 1500}
+	if errs := CheckPorts(lower, []PortConfig{{Name: "a", MAC: macA}, {Name: "b", MAC: macB}}); errs != nil {
+		t.Errorf("good ports: %v", errs)
+	}
+	for _, tc := range []struct {
+		name  string
+		ports []PortConfig
+		index int
+		field string
+		other string
+		want  error
+	}{
+		{"dup MAC", []PortConfig{{Name: "a", MAC: macA}, {Name: "b", MAC: macA}}, 1, "mac", "a", ErrAddrInUse},
+		{"lower's MAC", []PortConfig{{Name: "a", MAC: lowerMAC}}, 0, "mac", "", ErrAddrInUse},
+		{"dup name", []PortConfig{{Name: "a", MAC: macA}, {Name: "a", MAC: macB}}, 1, "name", "", ErrExists},
+		{"passthru sibling", []PortConfig{{Name: "p", Mode: ModePassthru}, {Name: "b", MAC: macB}}, 1, "mode", "p", ErrPassthru},
+		{"passthru second", []PortConfig{{Name: "a", MAC: macA}, {Name: "p", Mode: ModePassthru}}, 1, "mode", "", ErrPassthru},
+		{"mtu", []PortConfig{{Name: "a", MAC: macA, MTU: 9000}}, 0, "mtu", "", ErrMTU},
+		{"sources", []PortConfig{{Name: "a", MAC: macA, SourceMACs: []MAC{macE}}}, 0, "source_macs", "", ErrNotSource},
+		{"nodst", []PortConfig{{Name: "a", MAC: macA, NoDst: true}}, 0, "nodst", "", ErrNotSource},
+		{"nopromisc", []PortConfig{{Name: "a", MAC: macA, NoPromisc: true}}, 0, "nopromisc", "", ErrInvalid},
+		{"group", []PortConfig{{Name: "a", MAC: macA, Groups: []MAC{macB}}}, 0, "multicast", "", ErrInvalid},
+		{"queues", []PortConfig{{Name: "a", MAC: macA, Queues: MaxQueues + 1}}, 0, "queues", "", ErrInvalid},
+		{"group MAC", []PortConfig{{Name: "a", MAC: Broadcast}}, 0, "mac", "", ErrAddrNotAvail},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			errs := CheckPorts(lower, tc.ports)
+			if len(errs) != 1 {
+				t.Fatalf("CheckPorts = %v, want one error", errs)
+			}
+			e := errs[0]
+			if e.Index != tc.index || e.Field != tc.field || e.Other != tc.other || !errors.Is(e, tc.want) {
+				t.Errorf("CheckPorts = %+v (%v), want index %d field %q other %q, %v", e, e, tc.index, tc.field, tc.other, tc.want)
+			}
+		})
+	}
+}
+
+// TestSetLinkUp: a port whose device is down is out of the MAC table, as a
+// macvlan set down (case 17: a bridge sibling's unicast for it goes to the
+// wire), and its MAC is free; its link cannot come back while an up port
+// holds that MAC.
+func TestSetLinkUp(t *testing.T) {
+	s := newSwitch(t, Options{})
+	a := addPort(t, s, PortConfig{Name: "a", Mode: ModeBridge, MAC: macA})
+	b := addPort(t, s, PortConfig{Name: "b", Mode: ModeBridge, MAC: macB})
+	must(t, s.SetLinkUp(b, false))
+	if b.LinkUp() || !b.Up() || !b.Carrier() || b.Running() {
+		t.Errorf("link down: link %v up %v carrier %v running %v", b.LinkUp(), b.Up(), b.Carrier(), b.Running())
+	}
+	send(s, a, udp4(macB, macA, 1, 2, 60))
+	if got, wire := sum(drain(b)), sum(drain(s.Lower())); got != 0 || wire != 1 {
+		t.Errorf("unicast to a link-down bridge port: port got %d, wire %d; want 0, 1", got, wire)
+	}
+	c := addPort(t, s, PortConfig{Name: "c", Mode: ModeBridge, MAC: macB})
+	if err := s.SetLinkUp(b, true); !errors.Is(err, ErrAddrInUse) || b.LinkUp() {
+		t.Errorf("link up with the MAC taken = %v (link %v), want ErrAddrInUse and down", err, b.LinkUp())
+	}
+	must(t, s.RemovePort(c))
+	must(t, s.SetLinkUp(b, true))
+	send(s, a, udp4(macB, macA, 1, 2, 60))
+	if got := sum(drain(b)); got != 1 || !b.Running() {
+		t.Errorf("link back up: port got %d (running %v), want 1", got, b.Running())
 	}
 }

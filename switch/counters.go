@@ -1,6 +1,10 @@
 package vswitch
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/macvsw/macvsw/switch/counters"
+)
 
 // DropReason names why a frame, or one copy of it, was not delivered. Every
 // frame the switch accepts is delivered or counted under exactly one reason.
@@ -54,12 +58,13 @@ func (r DropReason) String() string {
 // dropCounters is one counter per reason.
 type dropCounters [NumDropReasons]atomic.Uint64
 
-func (d *dropCounters) snapshot() map[string]uint64 {
-	m := make(map[string]uint64, NumDropReasons)
+// snapshot returns every reason's count, in DropReason order.
+func (d *dropCounters) snapshot() counters.Drops {
+	var v [NumDropReasons]uint64
 	for i := range d {
-		m[DropReason(i).String()] = d[i].Load()
+		v[i] = d[i].Load()
 	}
-	return m
+	return counters.NewDrops(dropNames[:], v[:])
 }
 
 func (d *dropCounters) total() uint64 {
@@ -83,26 +88,8 @@ type portCounters struct {
 	txDrops   dropCounters
 }
 
-// PortStats is a snapshot of a port's counters. Rx counts frames the switch
-// handed to the port's queues, Tx frames the port sent into the switch.
-// RxDropped is RxErrors plus every other receive-side drop, as the kernel
-// reports rx_dropped.
-type PortStats struct {
-	RxPackets uint64            `json:"rx_packets"`
-	RxBytes   uint64            `json:"rx_bytes"`
-	Multicast uint64            `json:"multicast"`
-	RxErrors  uint64            `json:"rx_errors"`
-	RxDropped uint64            `json:"rx_dropped"`
-	TxPackets uint64            `json:"tx_packets"`
-	TxBytes   uint64            `json:"tx_bytes"`
-	TxDropped uint64            `json:"tx_dropped"`
-	RxDrops   map[string]uint64 `json:"rx_drops"`
-	TxDrops   map[string]uint64 `json:"tx_drops"`
-	Queues    []QueueStats      `json:"queues"`
-}
-
-func (c *portCounters) snapshot() PortStats {
-	return PortStats{
+func (c *portCounters) snapshot() counters.Port {
+	return counters.Port{
 		RxPackets: c.rxPackets.Load(),
 		RxBytes:   c.rxBytes.Load(),
 		Multicast: c.multicast.Load(),
@@ -114,26 +101,4 @@ func (c *portCounters) snapshot() PortStats {
 		RxDrops:   c.rxDrops.snapshot(),
 		TxDrops:   c.txDrops.snapshot(),
 	}
-}
-
-// SwitchStats counts frames at ingress, from the lower and from ports.
-// Invariant (tested): Accepted == Forwarded + Merged + Pending + sum(Drops).
-// Forwarded frames were handed to at least one destination; each copy is
-// then counted on its receiver (rx counters or a receive drop).
-type SwitchStats struct {
-	Accepted    uint64            `json:"accepted"`
-	Forwarded   uint64            `json:"forwarded"`
-	Merged      uint64            `json:"defrag_merged"`      // fragments consumed by a completed reassembly
-	Pending     uint64            `json:"defrag_pending"`     // fragments waiting for the rest of their datagram
-	Reassembled uint64            `json:"defrag_reassembled"` // datagrams produced (also counted in Accepted)
-	Drops       map[string]uint64 `json:"drops"`
-	Broadcast   BroadcastStats    `json:"broadcast"`
-}
-
-// BroadcastStats describes the broadcast queue.
-type BroadcastStats struct {
-	Len      int    `json:"len"`      // frames queued now
-	Cap      int    `json:"cap"`      // max of the ports' requests
-	Enqueued uint64 `json:"enqueued"` // frames ever queued
-	Dropped  uint64 `json:"dropped"`  // queue full
 }

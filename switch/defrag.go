@@ -13,7 +13,7 @@ import (
 
 // Reassembly limits. The kernel's defaults are ipfrag_time 30 s and 4 MiB of
 // fragment memory per namespace; a switch needs far less, because only
-// fragments addressed to a group MAC are reassembled (spec §2.2.1).
+// fragments addressed to a group MAC are reassembled (BEHAVIOUR.md §2.2.1).
 const (
 	defragTimeout   = 30 * time.Second
 	defragMaxActive = 64    // datagrams under reassembly at once

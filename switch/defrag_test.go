@@ -35,7 +35,7 @@ func TestDefragTimeout(t *testing.T) {
 	checkInvariant(t, s)
 	now = now.Add(31 * time.Second)
 	s.ExpireFragments()
-	if st := s.Stats(); st.Pending != 0 || st.Drops["defrag_timeout"] != 1 {
+	if st := s.Stats(); st.Pending != 0 || st.Drops.Get("defrag_timeout") != 1 {
 		t.Errorf("after timeout: pending %d drops %v", st.Pending, st.Drops)
 	}
 	if n := sum(drain(p)); n != 0 {
@@ -59,8 +59,8 @@ func TestDefragOverlapAndOrder(t *testing.T) {
 	if n := sum(drain(p)); n != 0 {
 		t.Errorf("overlapping datagram delivered %d frames", n)
 	}
-	if st := s.Stats(); st.Drops["defrag_invalid"] != 2 {
-		t.Errorf("defrag_invalid %d, want 2", st.Drops["defrag_invalid"])
+	if st := s.Stats(); st.Drops.Get("defrag_invalid") != 2 {
+		t.Errorf("defrag_invalid %d, want 2", st.Drops.Get("defrag_invalid"))
 	}
 	checkInvariant(t, s)
 }
@@ -71,8 +71,8 @@ func TestDefragOverflow(t *testing.T) {
 	for id := 0; id < defragMaxActive+5; id++ {
 		send(s, nil, frag4(Broadcast, uint16(id), 0, 64, true))
 	}
-	if st := s.Stats(); st.Drops["defrag_overflow"] != 5 || st.Pending != defragMaxActive {
-		t.Errorf("overflow %d pending %d", st.Drops["defrag_overflow"], st.Pending)
+	if st := s.Stats(); st.Drops.Get("defrag_overflow") != 5 || st.Pending != defragMaxActive {
+		t.Errorf("overflow %d pending %d", st.Drops.Get("defrag_overflow"), st.Pending)
 	}
 	checkInvariant(t, s)
 }

@@ -22,10 +22,24 @@ func TestImports(t *testing.T) {
 		switch {
 		case imp == "os", imp == "syscall", imp == "net", imp == "os/exec", imp == "unsafe",
 			strings.HasPrefix(imp, "golang.org/x/sys"),
-			strings.HasPrefix(imp, "github.com/macvsw/macvsw/"),
+			strings.HasPrefix(imp, "github.com/macvsw/macvsw/") && imp != "github.com/macvsw/macvsw/switch/counters",
 			strings.HasPrefix(imp, "gvisor.dev/gvisor/pkg/tcpip/link/"),
 			strings.HasPrefix(imp, "gvisor.dev/gvisor/pkg/rawfile"):
 			t.Errorf("package vswitch imports %s; the core must stay OS-free", imp)
+		}
+	}
+}
+
+// TestCountersLeaf: the counters vocabulary is shared by every package, so
+// it imports nothing but the standard library.
+func TestCountersLeaf(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", "{{range .Imports}}{{.}} {{end}}", "./counters").Output()
+	if err != nil {
+		t.Skipf("go list unavailable: %v", err)
+	}
+	for _, imp := range strings.Fields(string(out)) {
+		if strings.Contains(imp, ".") {
+			t.Errorf("package counters imports %s; it must stay a leaf", imp)
 		}
 	}
 }

@@ -4,7 +4,7 @@
 // A Switch has one lower (the uplink toward the wire) and any number of
 // Ports. Frames from the wire enter with Switch.Receive, frames a port sends
 // with Switch.Transmit; both borrow the *stack.PacketBuffer and forward it by
-// the rules of drivers/net/macvlan.c (shared/spec/macvlan.md §2-§4):
+// the rules of drivers/net/macvlan.c (BEHAVIOUR.md §2-§4):
 // unicast lookup by destination MAC among up ports; floods filtered by the
 // sender's mode and each port's multicast filter, recognising frames the
 // external switch hairpinned back by their source MAC; source-mode copies
@@ -15,7 +15,7 @@
 //
 // Delivering a frame means queueing a reference to the same packet buffer on
 // one of the receiver's Queues, chosen by a flow hash computed once at
-// ingress (the macvtap model, spec §6). Floods therefore share the payload,
+// ingress (the macvtap model, BEHAVIOUR.md §6). Floods therefore share the payload,
 // and the unicast path allocates nothing. Queues are bounded: a full queue
 // drops and counts, so a slow port never slows the switch or its siblings.
 // Every accepted frame is forwarded or counted under one DropReason.

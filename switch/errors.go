@@ -30,13 +30,16 @@ var (
 	ErrClosed = errors.New("port removed")
 )
 
-// PortError is a control-plane refusal. It names the port, the operation
-// and, through Err, the rule that was broken; test it with errors.Is against
-// the sentinels above.
+// PortError is a control-plane refusal. It names the port, the operation,
+// the field at fault and, through Err, the rule that was broken; test it
+// with errors.Is against the sentinels above.
 type PortError struct {
-	Port string // port name
-	Op   string // "add", "up", "set mac", "set mtu", "set mode", ...
-	Err  error
+	Port  string // port name
+	Op    string // "add", "set up", "set mac", "set mtu", "set mode", ...
+	Field string // the PortConfig field at fault, in config-file words: "mac", "mtu", "mode", "source_macs", ...
+	Other string // the other port of a conflict (the MAC's owner, the passthru port), if any
+	Index int    // the port's index in CheckPorts' argument (0 elsewhere)
+	Err   error
 }
 
 func (e *PortError) Error() string {
@@ -46,9 +49,9 @@ func (e *PortError) Error() string {
 // Unwrap returns the rule that was broken.
 func (e *PortError) Unwrap() error { return e.Err }
 
-func portErr(name, op string, err error, format string, args ...any) error {
+func portErr(name, op, field string, err error, format string, args ...any) error {
 	if format != "" {
 		err = fmt.Errorf("%w: "+format, append([]any{err}, args...)...)
 	}
-	return &PortError{Port: name, Op: op, Err: err}
+	return &PortError{Port: name, Op: op, Field: field, Err: err}
 }

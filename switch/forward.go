@@ -25,7 +25,7 @@ func (s *Switch) Receive(pkt *stack.PacketBuffer, rxQueue int) {
 		return
 	}
 	if f.ipv4Frag && f.dst.IsGroup() {
-		// Spec §2.2.1: ports see one reassembled datagram.
+		// BEHAVIOUR.md §2.2.1: ports see one reassembled datagram.
 		s.defragment(pkt, &f, rxQueue)
 		return
 	}
@@ -90,7 +90,7 @@ func (s *Switch) receiveGroup(t *fib, pkt *stack.PacketBuffer, f *frame, rxQueue
 	src := t.byMAC[f.src]
 	if src != nil && src.mode != ModeVEPA && src.mode != ModeBridge {
 		// A private, passthru or source port's own flood came back: it
-		// alone gets it (spec §2.2.3).
+		// alone gets it (BEHAVIOUR.md §2.2.3).
 		deliver(src, pkt, f, rxQueue, deliverUnicast)
 		return true, 0
 	}

@@ -84,7 +84,7 @@ func FuzzForward(f *testing.F) {
 			cfg := PortConfig{
 				Name: string(rune('a' + i)), Mode: mode, MAC: MAC{2, 0, 0, 0, 1, byte(i)},
 				Queues: int(r.next())%4 + 1, QueueLen: 1 << 16, Down: r.next()%7 == 0,
-				AllMulti: r.next()&1 == 1,
+				AllMulti: Bool(r.next()&1 == 1),
 			}
 			if mode == ModeSource {
 				cfg.SourceMACs = []MAC{macE, {2, 0, 0, 0, 1, byte(r.next() % 6)}}

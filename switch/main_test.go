@@ -114,10 +114,7 @@ func sum(v []int) int {
 func checkInvariant(t testing.TB, s *Switch) {
 	t.Helper()
 	st := s.Stats()
-	var d uint64
-	for _, v := range st.Drops {
-		d += v
-	}
+	d := st.Drops.Total()
 	if st.Forwarded+st.Merged+st.Pending+d != st.Accepted {
 		t.Errorf("accepted %d != forwarded %d + merged %d + pending %d + dropped %d", st.Accepted, st.Forwarded, st.Merged, st.Pending, d)
 	}

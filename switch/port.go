@@ -3,6 +3,7 @@ package vswitch
 import (
 	"sync/atomic"
 
+	"github.com/macvsw/macvsw/switch/counters"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -41,9 +42,9 @@ func (e *egress) NumQueues() int { return len(e.queues) }
 // Queue returns queue i; the owner drains it.
 func (e *egress) Queue(i int) *Queue { return e.queues[i] }
 
-func (e *egress) queueStats() []QueueStats {
+func (e *egress) queueStats() []counters.Queue {
 	act := *e.active.Load()
-	out := make([]QueueStats, len(e.queues))
+	out := make([]counters.Queue, len(e.queues))
 	for i, q := range e.queues {
 		attached := false
 		for _, a := range act {
@@ -68,18 +69,11 @@ type Port struct {
 	// on every change.
 	view atomic.Pointer[portView]
 
-	// Control-plane state, guarded by sw.mu.
-	mode       Mode
-	mac        MAC
-	mtu        uint32
-	up         bool
-	removed    bool
-	nodst      bool
-	nopromisc  bool
-	allMulti   bool
-	groups     map[MAC]struct{}
-	sources    map[MAC]struct{}
-	bcQueueLen int
+	// Control-plane state, guarded by sw.mu. linkDown says the port's
+	// device is gone or set down on its side (SetLinkUp).
+	st       portState
+	linkDown bool
+	removed  bool
 }
 
 // portView is an immutable snapshot of a port's forwarding state.
@@ -88,7 +82,9 @@ type portView struct {
 	mode     Mode
 	mac      MAC
 	mtu      uint32
-	up       bool
+	up       bool // forwarding: admin up and the device's link up
+	adminUp  bool
+	linkUp   bool
 	removed  bool
 	allMulti bool
 	nodst    bool
@@ -123,16 +119,27 @@ func (p *Port) MTU() uint32 { return p.view.Load().mtu }
 func (p *Port) Mode() Mode { return p.view.Load().mode }
 
 // Up reports the port's admin state.
-func (p *Port) Up() bool { return p.view.Load().up }
+func (p *Port) Up() bool { return p.view.Load().adminUp }
 
-// Carrier reports whether the port can pass frames: admin up and the lower up
-// (netif_stacked_transfer_operstate).
+// LinkUp reports the state of the port's device as its endpoint last
+// reported it (SetLinkUp): there and up on its side.
+func (p *Port) LinkUp() bool { return p.view.Load().linkUp }
+
+// Carrier reports the carrier the port's device should show: admin up and
+// the lower up (netif_stacked_transfer_operstate).
 func (p *Port) Carrier() bool {
-	return p.view.Load().up && p.sw.fib.Load().lowerUp
+	return p.view.Load().adminUp && p.sw.fib.Load().lowerUp
+}
+
+// Running reports whether the port passes frames: carrier, and its device
+// there and up.
+func (p *Port) Running() bool {
+	v := p.view.Load()
+	return v.up && p.sw.fib.Load().lowerUp
 }
 
 // Stats returns a snapshot of the port's counters and queues.
-func (p *Port) Stats() PortStats {
+func (p *Port) Stats() counters.Port {
 	st := p.ctr.snapshot()
 	st.Queues = p.queueStats()
 	return st
@@ -161,7 +168,7 @@ func deliver(v *portView, pkt *stack.PacketBuffer, f *frame, rxQueue int, kind d
 	case closed:
 		p.ctr.rxDrops[DropRemoved].Add(1)
 	case !ok:
-		// macvtap counts a full ring as rx_errors (spec §6).
+		// macvtap counts a full ring as rx_errors (BEHAVIOUR.md §6).
 		p.ctr.rxErrors.Add(1)
 		p.ctr.rxDrops[DropQueueFull].Add(1)
 	default:
@@ -169,7 +176,7 @@ func deliver(v *portView, pkt *stack.PacketBuffer, f *frame, rxQueue int, kind d
 		n := uint64(f.size)
 		if kind == deliverDirect {
 			// The kernel counts a bridge sibling's flood with its link
-			// header twice (spec §5.4 quirk 1, case 43); so do we.
+			// header twice (BEHAVIOUR.md §5.4 quirk 1, case 43); so do we.
 			n += ethHeaderLen
 		}
 		p.ctr.rxBytes.Add(n)

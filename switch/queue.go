@@ -4,6 +4,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/macvsw/macvsw/switch/counters"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -54,18 +55,6 @@ type Queue struct {
 	enqueuedBytes atomic.Uint64
 	dequeued      atomic.Uint64
 	dropped       atomic.Uint64
-}
-
-// QueueStats is a snapshot of one queue.
-type QueueStats struct {
-	Index    int    `json:"index"`
-	Attached bool   `json:"attached"`
-	Len      int    `json:"len"`
-	Limit    int    `json:"limit"`
-	Packets  uint64 `json:"packets"` // enqueued
-	Bytes    uint64 `json:"bytes"`
-	Dequeued uint64 `json:"dequeued"`
-	Dropped  uint64 `json:"dropped"` // queue full
 }
 
 func newQueue(limit int) *Queue {
@@ -261,11 +250,11 @@ func (q *Queue) close(drops *dropCounters) {
 	q.wake()
 }
 
-func (q *Queue) stats(i int, attached bool) QueueStats {
+func (q *Queue) stats(i int, attached bool) counters.Queue {
 	q.mu.Lock()
 	n, limit := q.n, q.limit
 	q.mu.Unlock()
-	return QueueStats{
+	return counters.Queue{
 		Index:    i,
 		Attached: attached,
 		Len:      n,

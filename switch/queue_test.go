@@ -70,9 +70,9 @@ func TestQueueFull(t *testing.T) {
 		send(s, nil, ethFrame(macA, macE, 0x88b5, 60))
 	}
 	st := p.Stats()
-	if st.RxPackets != 4 || st.RxErrors != 6 || st.RxDrops["queue_full"] != 6 || st.Queues[0].Dropped != 6 {
+	if st.RxPackets != 4 || st.RxErrors != 6 || st.RxDrops.Get("queue_full") != 6 || st.Queues[0].Dropped != 6 {
 		t.Errorf("rx_packets %d rx_errors %d queue_full %d q.dropped %d; want 4 6 6 6",
-			st.RxPackets, st.RxErrors, st.RxDrops["queue_full"], st.Queues[0].Dropped)
+			st.RxPackets, st.RxErrors, st.RxDrops.Get("queue_full"), st.Queues[0].Dropped)
 	}
 	if n := sum(drain(p)); n != 4 {
 		t.Errorf("%d frames readable, want 4", n)
@@ -108,7 +108,7 @@ func TestDetachAttach(t *testing.T) {
 		must(t, s.DetachQueue(p, i))
 	}
 	send(s, nil, ethFrame(macA, macE, 0x88b5, 60))
-	if st := p.Stats(); st.RxDrops["no_queue"] != 1 {
+	if st := p.Stats(); st.RxDrops.Get("no_queue") != 1 {
 		t.Errorf("no attached queue: drops %v", st.RxDrops)
 	}
 	checkInvariant(t, s)
@@ -123,7 +123,7 @@ func TestRemoveReleasesQueued(t *testing.T) {
 	if !p.Queue(0).Closed() || p.Queue(0).Len() != 0 {
 		t.Error("queue not closed and emptied")
 	}
-	if st := p.Stats(); st.RxDrops["removed"] != 1 {
+	if st := p.Stats(); st.RxDrops.Get("removed") != 1 {
 		t.Errorf("removed drops %v", st.RxDrops)
 	}
 }

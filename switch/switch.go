@@ -3,10 +3,12 @@ package vswitch
 import (
 	"hash/maphash"
 	"log/slog"
-	"math/rand/v2"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/macvsw/macvsw/switch/counters"
 )
 
 // Defaults for Options and PortConfig fields left at zero.
@@ -29,8 +31,8 @@ type Options struct {
 	// LowerDown starts the lower without carrier.
 	LowerDown bool
 	// NoPromisc says the lower is not promiscuous: it receives only the
-	// ports' unicast and multicast addresses (spec §1.4). It changes which
-	// floods go through the broadcast queue (spec §2.4).
+	// ports' unicast and multicast addresses (BEHAVIOUR.md §1.4). It changes which
+	// floods go through the broadcast queue (BEHAVIOUR.md §2.4).
 	NoPromisc bool
 	// LowerQueues is the number of queues toward the wire (default 1).
 	LowerQueues int
@@ -96,7 +98,8 @@ type Switch struct {
 	noPromisc bool
 	cutoff    int
 	bcFloor   int
-	lastFlt   *LowerFilter
+	lastFlt   *LowerFilter // last notified
+	curFlt    *LowerFilter // of the current fib
 }
 
 // fib is an immutable snapshot of everything the data path reads.
@@ -123,23 +126,6 @@ type Lower struct {
 	txPackets atomic.Uint64
 	txBytes   atomic.Uint64
 	txDrops   dropCounters
-}
-
-// LowerStats is a snapshot of the lower's counters. Rx are frames from the
-// wire; Tx frames queued toward it.
-type LowerStats struct {
-	MAC       string            `json:"mac"`
-	MTU       uint32            `json:"mtu"`
-	Up        bool              `json:"up"`
-	RxPackets uint64            `json:"rx_packets"`
-	RxBytes   uint64            `json:"rx_bytes"`
-	RxDropped uint64            `json:"rx_dropped"`
-	TxPackets uint64            `json:"tx_packets"`
-	TxBytes   uint64            `json:"tx_bytes"`
-	TxDropped uint64            `json:"tx_dropped"`
-	RxDrops   map[string]uint64 `json:"rx_drops"`
-	TxDrops   map[string]uint64 `json:"tx_drops"`
-	Queues    []QueueStats      `json:"queues"`
 }
 
 // New returns a switch with no ports.
@@ -183,188 +169,6 @@ func New(opts Options) *Switch {
 // Lower returns the uplink, whose queues hold frames for the wire.
 func (s *Switch) Lower() *Lower { return s.lower }
 
-// PortConfig describes a new port. Zero values are the kernel's defaults.
-type PortConfig struct {
-	Name string
-	Mode Mode   // 0 means DefaultMode (VEPA)
-	MAC  MAC    // zero means random, locally administered; ignored for passthru
-	MTU  uint32 // 0 means the lower's MTU
-	// Down creates the port admin-down (the kernel creates ports down and
-	// `ip link set up` brings them up; here up is the default).
-	Down bool
-	// Queues is the number of queues, 1..MaxQueues (0 means 1).
-	Queues int
-	// QueueLen bounds each queue (0 means DefaultQueueLen).
-	QueueLen int
-	// AllMulti receives every multicast group. Otherwise the port receives
-	// broadcast plus Groups.
-	AllMulti bool
-	Groups   []MAC
-	// SourceMACs, NoDst: source mode only.
-	SourceMACs []MAC
-	NoDst      bool
-	// NoPromisc: passthru only; the lower is then not made promiscuous.
-	NoPromisc bool
-	// BroadcastQueueLen is this port's request for the broadcast queue's
-	// length (bcqueuelen); the switch uses the largest request. Nil means
-	// DefaultBroadcastQueue.
-	BroadcastQueueLen *int
-}
-
-// AddPort creates a port and, unless cfg.Down, brings it up. On error
-// nothing changes.
-func (s *Switch) AddPort(cfg PortConfig) (*Port, error) {
-	s.mu.Lock()
-	p, err := s.addPortLocked(cfg)
-	flt := s.rebuildLocked()
-	s.mu.Unlock()
-	s.notifyFilter(flt)
-	if err == nil {
-		s.log.Info("port added", "port", p.name, "mode", p.mode, "mac", p.mac, "up", p.up)
-	}
-	return p, err
-}
-
-func (s *Switch) addPortLocked(cfg PortConfig) (*Port, error) {
-	const op = "add"
-	if cfg.Name == "" {
-		return nil, portErr(cfg.Name, op, ErrInvalid, "empty name")
-	}
-	if _, ok := s.byName[cfg.Name]; ok {
-		return nil, portErr(cfg.Name, op, ErrExists, "")
-	}
-	mode := cfg.Mode
-	if mode == 0 {
-		mode = DefaultMode
-	}
-	if !mode.Valid() {
-		return nil, portErr(cfg.Name, op, ErrUnknownMode, "%d", uint32(mode))
-	}
-	if s.passthruLocked() != nil {
-		return nil, portErr(cfg.Name, op, ErrPassthru, "the lower has a passthru port")
-	}
-	if mode == ModePassthru && len(s.ports) > 0 {
-		return nil, portErr(cfg.Name, op, ErrPassthru, "the lower already has %d port(s)", len(s.ports))
-	}
-	if mode != ModeSource && (len(cfg.SourceMACs) > 0 || cfg.NoDst) {
-		return nil, portErr(cfg.Name, op, ErrNotSource, "source_macs and nodst need mode source")
-	}
-	if mode != ModePassthru && cfg.NoPromisc {
-		return nil, portErr(cfg.Name, op, ErrInvalid, "nopromisc needs mode passthru")
-	}
-	mtu := cfg.MTU
-	if mtu == 0 {
-		mtu = s.lowerMTU
-	}
-	if mtu < MinMTU || mtu > s.lowerMTU {
-		return nil, portErr(cfg.Name, op, ErrMTU, "%d not in %d..%d (the lower's MTU)", mtu, MinMTU, s.lowerMTU)
-	}
-	nq := cfg.Queues
-	if nq == 0 {
-		nq = 1
-	}
-	if nq < 1 || nq > MaxQueues {
-		return nil, portErr(cfg.Name, op, ErrInvalid, "queues %d not in 1..%d", nq, MaxQueues)
-	}
-	if cfg.QueueLen < 0 {
-		return nil, portErr(cfg.Name, op, ErrInvalid, "queue length %d < 0", cfg.QueueLen)
-	}
-	mac := cfg.MAC
-	switch {
-	case mode == ModePassthru:
-		mac = s.lowerMAC
-	case mac.IsZero():
-		mac = s.randomMACLocked()
-	case !mac.IsValidUnicast():
-		return nil, portErr(cfg.Name, op, ErrAddrNotAvail, "%v", mac)
-	}
-	p := &Port{
-		sw:         s,
-		name:       cfg.Name,
-		mode:       mode,
-		mac:        mac,
-		mtu:        mtu,
-		nodst:      cfg.NoDst,
-		nopromisc:  cfg.NoPromisc,
-		allMulti:   cfg.AllMulti,
-		groups:     make(map[MAC]struct{}),
-		sources:    make(map[MAC]struct{}),
-		bcQueueLen: DefaultBroadcastQueue,
-	}
-	if cfg.BroadcastQueueLen != nil {
-		if *cfg.BroadcastQueueLen < 0 {
-			return nil, portErr(cfg.Name, op, ErrInvalid, "bcqueuelen %d < 0", *cfg.BroadcastQueueLen)
-		}
-		p.bcQueueLen = *cfg.BroadcastQueueLen
-	}
-	for _, g := range cfg.Groups {
-		if !g.IsGroup() {
-			return nil, portErr(cfg.Name, op, ErrInvalid, "%v is not a group address", g)
-		}
-		p.groups[g] = struct{}{}
-	}
-	for _, m := range cfg.SourceMACs {
-		if !m.IsValidUnicast() {
-			return nil, portErr(cfg.Name, op, ErrAddrNotAvail, "source %v", m)
-		}
-		p.sources[m] = struct{}{}
-	}
-	if !cfg.Down {
-		if err := s.checkUpLocked(p); err != nil {
-			return nil, err
-		}
-		p.up = true
-	}
-	p.init(nq, cfg.QueueLen)
-	s.ports = append(s.ports, p)
-	s.byName[p.name] = p
-	return p, nil
-}
-
-// randomMACLocked draws a locally administered unicast MAC not in use
-// (eth_hw_addr_random).
-func (s *Switch) randomMACLocked() MAC {
-	for {
-		var m MAC
-		v := rand.Uint64()
-		for i := range m {
-			m[i] = byte(v >> (8 * i))
-		}
-		m[0] = m[0]&^1 | 2
-		if m != s.lowerMAC && s.macOwnerLocked(m, nil) == nil {
-			return m
-		}
-	}
-}
-
-// macOwnerLocked returns an up port other than except that uses m.
-func (s *Switch) macOwnerLocked(m MAC, except *Port) *Port {
-	for _, q := range s.ports {
-		if q != except && q.up && q.mac == m {
-			return q
-		}
-	}
-	return nil
-}
-
-// checkUpLocked applies macvlan_open's busy check (spec §5.1).
-func (s *Switch) checkUpLocked(p *Port) error {
-	if p.mode != ModePassthru && p.mac == s.lowerMAC {
-		return portErr(p.name, "up", ErrAddrInUse, "%v is the lower's address", p.mac)
-	}
-	if q := s.macOwnerLocked(p.mac, p); q != nil {
-		return portErr(p.name, "up", ErrAddrInUse, "%v is used by up port %q", p.mac, q.name)
-	}
-	return nil
-}
-
-func (s *Switch) passthruLocked() *Port {
-	if len(s.ports) == 1 && s.ports[0].mode == ModePassthru {
-		return s.ports[0]
-	}
-	return nil
-}
-
 // Port returns the port with that name, or nil.
 func (s *Switch) Port(name string) *Port {
 	s.mu.Lock()
@@ -379,292 +183,8 @@ func (s *Switch) Ports() []*Port {
 	return append([]*Port(nil), s.ports...)
 }
 
-// RemovePort deletes a port: it leaves the forwarding table at once, and
-// frames still queued for it are released and counted as DropRemoved. A
-// passthru port gives the lower its original MAC back.
-func (s *Switch) RemovePort(p *Port) error {
-	s.mu.Lock()
-	if p.removed || s.byName[p.name] != p {
-		s.mu.Unlock()
-		return portErr(p.name, "remove", ErrNotFound, "")
-	}
-	p.removed = true
-	p.up = false
-	delete(s.byName, p.name)
-	for i, q := range s.ports {
-		if q == p {
-			s.ports = append(s.ports[:i:i], s.ports[i+1:]...)
-			break
-		}
-	}
-	if p.mode == ModePassthru {
-		s.lowerMAC = s.permMAC
-	}
-	flt := s.rebuildLocked()
-	s.mu.Unlock()
-	for _, q := range p.queues {
-		q.close(&p.ctr.rxDrops)
-	}
-	s.notifyFilter(flt)
-	s.log.Info("port removed", "port", p.name)
-	return nil
-}
-
-// SetUp changes a port's admin state. Bringing it up fails with
-// ErrAddrInUse if its MAC is the lower's or an up sibling's.
-func (s *Switch) SetUp(p *Port, up bool) error {
-	return s.change(p, "set up", func() error {
-		if up && !p.up {
-			if err := s.checkUpLocked(p); err != nil {
-				return err
-			}
-		}
-		p.up = up
-		return nil
-	})
-}
-
-// SetMAC changes a port's address (macvlan_set_mac_address). A busy address is
-// refused even while the port is down; on a passthru port the lower's address
-// changes with it.
-func (s *Switch) SetMAC(p *Port, m MAC) error {
-	return s.change(p, "set mac", func() error {
-		if !m.IsValidUnicast() {
-			return portErr(p.name, "set mac", ErrAddrNotAvail, "%v", m)
-		}
-		if m == p.mac {
-			return nil
-		}
-		if p.mode == ModePassthru {
-			s.lowerMAC = m
-			p.mac = m
-			return nil
-		}
-		if m == s.lowerMAC {
-			return portErr(p.name, "set mac", ErrAddrInUse, "%v is the lower's address", m)
-		}
-		if q := s.macOwnerLocked(m, p); q != nil {
-			return portErr(p.name, "set mac", ErrAddrInUse, "%v is used by up port %q", m, q.name)
-		}
-		p.mac = m
-		return nil
-	})
-}
-
-// SetMTU changes a port's MTU: MinMTU up to the lower's.
-func (s *Switch) SetMTU(p *Port, mtu uint32) error {
-	return s.change(p, "set mtu", func() error {
-		if mtu < MinMTU || mtu > s.lowerMTU {
-			return portErr(p.name, "set mtu", ErrMTU, "%d not in %d..%d (the lower's MTU)", mtu, MinMTU, s.lowerMTU)
-		}
-		p.mtu = mtu
-		return nil
-	})
-}
-
-// SetMode changes a port's mode at once. Passthru can be neither entered nor
-// left; leaving source mode flushes the source list (macvlan_changelink).
-func (s *Switch) SetMode(p *Port, m Mode) error {
-	return s.change(p, "set mode", func() error {
-		if m == 0 {
-			m = DefaultMode
-		}
-		if !m.Valid() {
-			return portErr(p.name, "set mode", ErrUnknownMode, "%d", uint32(m))
-		}
-		if m != p.mode && (m == ModePassthru || p.mode == ModePassthru) {
-			return portErr(p.name, "set mode", ErrPassthru, "cannot change %s to %s", p.mode, m)
-		}
-		if p.mode == ModeSource && m != ModeSource {
-			clear(p.sources)
-			p.nodst = false
-		}
-		p.mode = m
-		return nil
-	})
-}
-
-// SourceOp is a source-list operation (IFLA_MACVLAN_MACADDR_MODE).
-type SourceOp int
-
-// Source-list operations.
-const (
-	SourceAdd   SourceOp = iota // MACVLAN_MACADDR_ADD: adding a listed MAC is a no-op
-	SourceDel                   // MACVLAN_MACADDR_DEL: deleting a missing MAC succeeds
-	SourceFlush                 // MACVLAN_MACADDR_FLUSH
-	SourceSet                   // MACVLAN_MACADDR_SET: flush, then add
-)
-
-// String returns the ip-link(8) keyword.
-func (o SourceOp) String() string {
-	switch o {
-	case SourceAdd:
-		return "add"
-	case SourceDel:
-		return "del"
-	case SourceFlush:
-		return "flush"
-	case SourceSet:
-		return "set"
-	}
-	return "unknown"
-}
-
-// SourceMACs changes a source-mode port's list of remote MACs.
-func (s *Switch) SourceMACs(p *Port, op SourceOp, macs ...MAC) error {
-	name := "macaddr " + op.String()
-	return s.change(p, name, func() error {
-		if p.mode != ModeSource {
-			return portErr(p.name, name, ErrNotSource, "port is in %s mode", p.mode)
-		}
-		for _, m := range macs {
-			if !m.IsValidUnicast() {
-				return portErr(p.name, name, ErrAddrNotAvail, "%v", m)
-			}
-		}
-		switch op {
-		case SourceAdd:
-			for _, m := range macs {
-				p.sources[m] = struct{}{}
-			}
-		case SourceDel:
-			for _, m := range macs {
-				delete(p.sources, m)
-			}
-		case SourceFlush:
-			clear(p.sources)
-		case SourceSet:
-			clear(p.sources)
-			for _, m := range macs {
-				p.sources[m] = struct{}{}
-			}
-		default:
-			return portErr(p.name, name, ErrInvalid, "unknown operation %d", int(op))
-		}
-		return nil
-	})
-}
-
-// SetNoDst sets the nodst flag of a source-mode port.
-func (s *Switch) SetNoDst(p *Port, nodst bool) error {
-	return s.change(p, "set nodst", func() error {
-		if nodst && p.mode != ModeSource {
-			return portErr(p.name, "set nodst", ErrNotSource, "port is in %s mode", p.mode)
-		}
-		p.nodst = nodst
-		return nil
-	})
-}
-
-// SetAllMulti switches a port's all-multicast reception.
-func (s *Switch) SetAllMulti(p *Port, on bool) error {
-	return s.change(p, "set allmulticast", func() error {
-		p.allMulti = on
-		return nil
-	})
-}
-
-// JoinGroup subscribes a port to a multicast group (ip maddr add).
-func (s *Switch) JoinGroup(p *Port, g MAC) error {
-	return s.change(p, "join group", func() error {
-		if !g.IsGroup() {
-			return portErr(p.name, "join group", ErrInvalid, "%v is not a group address", g)
-		}
-		p.groups[g] = struct{}{}
-		return nil
-	})
-}
-
-// LeaveGroup unsubscribes a port from a group.
-func (s *Switch) LeaveGroup(p *Port, g MAC) error {
-	return s.change(p, "leave group", func() error {
-		delete(p.groups, g)
-		return nil
-	})
-}
-
-// SetBroadcastQueueLen changes a port's bcqueuelen request.
-func (s *Switch) SetBroadcastQueueLen(p *Port, n int) error {
-	return s.change(p, "set bcqueuelen", func() error {
-		if n < 0 {
-			return portErr(p.name, "set bcqueuelen", ErrInvalid, "%d < 0", n)
-		}
-		p.bcQueueLen = n
-		return nil
-	})
-}
-
-// SetQueueLen changes the bound of every queue of a port.
-func (s *Switch) SetQueueLen(p *Port, n int) error {
-	return s.change(p, "set queue_len", func() error {
-		if n <= 0 {
-			return portErr(p.name, "set queue_len", ErrInvalid, "%d <= 0", n)
-		}
-		for _, q := range p.queues {
-			q.setLimit(n)
-		}
-		return nil
-	})
-}
-
-// DetachQueue takes queue i out of selection: the last attached queue moves
-// into its slot (TUNSETQUEUE IFF_DETACH_QUEUE). Detaching a detached queue
-// fails with ErrInvalid. With no queue attached the port drops what it is
-// sent (DropNoQueue).
-func (s *Switch) DetachQueue(p *Port, i int) error {
-	return s.change(p, "detach queue", func() error {
-		act := *p.active.Load()
-		for k, a := range act {
-			if a == i {
-				n := append([]int(nil), act...)
-				n[k] = n[len(n)-1]
-				n = n[:len(n)-1]
-				p.active.Store(&n)
-				return nil
-			}
-		}
-		return portErr(p.name, "detach queue", ErrInvalid, "queue %d is not attached", i)
-	})
-}
-
-// AttachQueue puts queue i back into selection, at the end (IFF_ATTACH_QUEUE).
-func (s *Switch) AttachQueue(p *Port, i int) error {
-	return s.change(p, "attach queue", func() error {
-		if i < 0 || i >= len(p.queues) {
-			return portErr(p.name, "attach queue", ErrInvalid, "queue %d not in 0..%d", i, len(p.queues)-1)
-		}
-		act := *p.active.Load()
-		for _, a := range act {
-			if a == i {
-				return portErr(p.name, "attach queue", ErrInvalid, "queue %d is already attached", i)
-			}
-		}
-		n := append(append([]int(nil), act...), i)
-		p.active.Store(&n)
-		return nil
-	})
-}
-
-// change runs fn under the switch lock for a live port, then republishes the
-// forwarding table.
-func (s *Switch) change(p *Port, op string, fn func() error) error {
-	s.mu.Lock()
-	if p.removed {
-		s.mu.Unlock()
-		return portErr(p.name, op, ErrNotFound, "port was removed")
-	}
-	err := fn()
-	flt := s.rebuildLocked()
-	s.mu.Unlock()
-	s.notifyFilter(flt)
-	if err == nil {
-		s.log.Debug("port changed", "port", p.name, "op", op)
-	}
-	return err
-}
-
 // SetLowerState records the lower's carrier. While it is down the ports have
-// no carrier and nothing is delivered anywhere (spec §3, §5.3).
+// no carrier and nothing is delivered anywhere (BEHAVIOUR.md §3, §5.3).
 func (s *Switch) SetLowerState(up bool) {
 	s.mu.Lock()
 	changed := s.lowerUp != up
@@ -681,13 +201,13 @@ func (s *Switch) SetLowerState(up bool) {
 // down; a raised lower MTU leaves ports as they are (NETDEV_CHANGEMTU).
 func (s *Switch) SetLowerMTU(mtu uint32) error {
 	if mtu < MinMTU || mtu > MaxMTU {
-		return portErr("(lower)", "set mtu", ErrMTU, "%d not in %d..%d", mtu, MinMTU, MaxMTU)
+		return portErr("(lower)", "set mtu", "mtu", ErrMTU, "%d not in %d..%d", mtu, MinMTU, MaxMTU)
 	}
 	s.mu.Lock()
 	s.lowerMTU = mtu
 	for _, p := range s.ports {
-		if p.mtu > mtu {
-			p.mtu = mtu
+		if p.st.mtu > mtu {
+			p.st.mtu = mtu
 		}
 	}
 	flt := s.rebuildLocked()
@@ -703,7 +223,7 @@ func (s *Switch) SetLowerMAC(m MAC) {
 	s.lowerMAC = m
 	s.permMAC = m
 	if pt := s.passthruLocked(); pt != nil {
-		pt.mac = m
+		pt.st.mac = m
 	}
 	flt := s.rebuildLocked()
 	s.mu.Unlock()
@@ -717,6 +237,14 @@ func (s *Switch) SetBroadcastCutoff(n int) {
 	flt := s.rebuildLocked()
 	s.mu.Unlock()
 	s.notifyFilter(flt)
+}
+
+// LowerFilter returns what the lower must receive now (see
+// Options.LowerFilterChanged).
+func (s *Switch) LowerFilter() LowerFilter {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return *s.curFlt
 }
 
 // LowerState returns the lower's MAC, MTU and carrier as the switch sees them.
@@ -743,42 +271,42 @@ func (s *Switch) rebuildLocked() *LowerFilter {
 	flt := &LowerFilter{}
 	bcLen := s.bcFloor
 	for _, p := range s.ports {
+		st := &p.st
+		up := st.up && !p.linkDown
 		v := &portView{
-			p: p, mode: p.mode, mac: p.mac, mtu: p.mtu, up: p.up,
-			allMulti: p.allMulti, nodst: p.nodst,
-			groups: make(map[MAC]struct{}, len(p.groups)),
-		}
-		for g := range p.groups {
-			v.groups[g] = struct{}{}
+			p: p, mode: st.mode, mac: st.mac, mtu: st.mtu, up: up,
+			adminUp: st.up, linkUp: !p.linkDown,
+			allMulti: st.allMulti, nodst: st.nodst,
+			groups: maps.Clone(st.groups),
 		}
 		p.view.Store(v)
-		bcLen = max(bcLen, p.bcQueueLen)
-		if p.mode == ModePassthru {
+		bcLen = max(bcLen, st.bcQueueLen)
+		if st.mode == ModePassthru {
 			t.passthru = v
-			if p.nopromisc {
+			if st.nopromisc {
 				promisc = false
 			}
 		}
-		if !p.up {
+		if !up {
 			continue
 		}
-		t.byMAC[p.mac] = v
+		t.byMAC[st.mac] = v
 		t.up = append(t.up, v)
-		if p.mode == ModeBridge {
+		if st.mode == ModeBridge {
 			t.bridges = append(t.bridges, v)
 		}
-		if p.mode == ModeSource {
-			for m := range p.sources {
+		if st.mode == ModeSource {
+			for m := range st.sources {
 				t.sources[m] = append(t.sources[m], v)
 			}
 		}
-		if p.allMulti {
+		if st.allMulti {
 			t.allGroups = true
 		}
-		for g := range p.groups {
+		for g := range st.groups {
 			t.groups[g]++
 		}
-		flt.Unicast = append(flt.Unicast, p.mac)
+		flt.Unicast = append(flt.Unicast, st.mac)
 	}
 	if promisc {
 		t.allGroups = true
@@ -790,6 +318,7 @@ func (s *Switch) rebuildLocked() *LowerFilter {
 	}
 	s.bcq.setCap(bcLen)
 	s.fib.Store(t)
+	s.curFlt = flt
 	if s.onFlt == nil || (s.lastFlt != nil && s.lastFlt.equal(flt)) {
 		return nil
 	}
@@ -830,8 +359,8 @@ func (f *LowerFilter) equal(o *LowerFilter) bool {
 }
 
 // Stats returns the switch-wide ingress counters.
-func (s *Switch) Stats() SwitchStats {
-	st := SwitchStats{
+func (s *Switch) Stats() counters.Switch {
+	st := counters.Switch{
 		Accepted:    s.accepted.Load(),
 		Forwarded:   s.forwarded.Load(),
 		Reassembled: s.reassembled.Load(),
@@ -843,10 +372,10 @@ func (s *Switch) Stats() SwitchStats {
 }
 
 // LowerStats returns the lower's counters.
-func (s *Switch) LowerStats() LowerStats {
+func (s *Switch) LowerStats() counters.Lower {
 	mac, mtu, up := s.LowerState()
 	l := s.lower
-	return LowerStats{
+	return counters.Lower{
 		MAC: mac.String(), MTU: mtu, Up: up,
 		RxPackets: l.rxPackets.Load(),
 		RxBytes:   l.rxBytes.Load(),

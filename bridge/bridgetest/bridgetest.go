@@ -57,7 +57,7 @@ type LAN struct {
 func NewLAN(sw *vswitch.Switch) *LAN {
 	l := &LAN{sw: sw, upEP: channel.New(4096, 65535, ""), fdb: map[vswitch.MAC]int{}}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
-	l.link = bridge.AttachLower(sw, l.upEP, bridge.Options{})
+	l.link = bridge.AttachLower(sw, l.upEP, bridge.LinkOptions{})
 	l.wg.Add(1)
 	go l.pumpLoop(l.upEP, -1)
 	return l

@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/macvsw/macvsw/config"
-	"github.com/macvsw/macvsw/endpoints"
 	vswitch "github.com/macvsw/macvsw/switch"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -274,7 +273,7 @@ func (a *apiServer) routes() http.Handler {
 	}))
 	mux.HandleFunc("PATCH /v1/ports/{name}", a.wrap(a.setPort))
 	mux.HandleFunc("DELETE /v1/ports/{name}", a.wrap(func(_ http.ResponseWriter, r *http.Request) (any, error) {
-		if err := a.d.deletePort(r.PathValue("name")); err != nil {
+		if err := a.d.removePort(r.PathValue("name")); err != nil {
 			return nil, err
 		}
 		return map[string]string{"deleted": r.PathValue("name")}, nil
@@ -282,17 +281,13 @@ func (a *apiServer) routes() http.Handler {
 	mux.HandleFunc("POST /v1/ports/{name}/macaddr", a.wrap(a.macaddr))
 	mux.HandleFunc("GET /v1/ports/{name}/capture", a.capture)
 	mux.HandleFunc("GET /v1/stats", a.wrap(func(http.ResponseWriter, *http.Request) (any, error) {
-		return a.d.stats(""), nil
+		return a.d.stats("")
 	}))
 	mux.HandleFunc("GET /v1/stats/{name}", a.wrap(func(_ http.ResponseWriter, r *http.Request) (any, error) {
-		st := a.d.stats(r.PathValue("name"))
-		if len(st.Ports) == 0 {
-			return nil, fmt.Errorf("port %q: %w", r.PathValue("name"), vswitch.ErrNotFound)
-		}
-		return st, nil
+		return a.d.stats(r.PathValue("name"))
 	}))
 	mux.HandleFunc("GET /v1/config", func(w http.ResponseWriter, r *http.Request) {
-		b, err := a.d.runningConfig()
+		b, err := a.d.runningConfig().Marshal()
 		if err != nil {
 			writeJSON(w, 500, map[string]string{"error": err.Error()})
 			return
@@ -315,24 +310,11 @@ func (a *apiServer) addPort(_ http.ResponseWriter, r *http.Request) (any, error)
 	if err := json.Unmarshal(body, &probe); err != nil {
 		return nil, badRequest("request body is not a JSON object: %v", err)
 	}
-	pc, err := a.d.parsePort(body)
+	name, err := a.d.addPortLive(body)
 	if err != nil {
 		return nil, err
 	}
-	if err := a.d.addPortLive(pc); err != nil {
-		return nil, err
-	}
-	return a.d.portView(pc.Name)
-}
-
-type portPatch struct {
-	Mode         *string  `json:"mode"`
-	MTU          *uint32  `json:"mtu"`
-	Up           *bool    `json:"up"`
-	MAC          *string  `json:"mac"`
-	AllMulticast *bool    `json:"allmulticast"`
-	Join         []string `json:"join"`  // multicast groups to subscribe (ip maddr add)
-	Leave        []string `json:"leave"` // groups to unsubscribe
+	return a.d.portView(name)
 }
 
 func (a *apiServer) setPort(_ http.ResponseWriter, r *http.Request) (any, error) {
@@ -356,9 +338,8 @@ func (a *apiServer) macaddr(_ http.ResponseWriter, r *http.Request) (any, error)
 	if err := decode(r, &req); err != nil {
 		return nil, err
 	}
-	ops := map[string]vswitch.SourceOp{"add": vswitch.SourceAdd, "del": vswitch.SourceDel, "flush": vswitch.SourceFlush, "set": vswitch.SourceSet}
-	op, ok := ops[req.Op]
-	if !ok {
+	op, err := vswitch.ParseSourceOp(req.Op)
+	if err != nil {
 		return nil, badRequest("op %q: want add, del, flush or set", req.Op)
 	}
 	macs := make([]vswitch.MAC, len(req.MACs))
@@ -467,33 +448,4 @@ func (p *pcapWriter) record(ts time.Time, frame []byte) error {
 	p.buf.Write(frame[:n])
 	_, err := p.w.Write(p.buf.Bytes())
 	return err
-}
-
-// endpointStats converts an endpoint's counters to named maps.
-func endpointStats(s endpoints.Stats) []map[string]any {
-	out := make([]map[string]any, len(s.Queues))
-	for i, q := range s.Queues {
-		drops := func(v [endpoints.NumDropReasons]uint64) map[string]uint64 {
-			m := map[string]uint64{}
-			for r, n := range v {
-				if n != 0 {
-					m[endpoints.DropReason(r).String()] = n
-				}
-			}
-			return m
-		}
-		vnet := map[string]uint64{}
-		for r, n := range q.VnetErrors {
-			if n != 0 {
-				vnet[endpoints.VnetReason(r).String()] = n
-			}
-		}
-		out[i] = map[string]any{
-			"queue": i, "state": q.State.String(),
-			"rx_packets": q.RxPackets, "rx_bytes": q.RxBytes, "tx_packets": q.TxPackets, "tx_bytes": q.TxBytes,
-			"rx_drops": drops(q.RxDrops), "tx_drops": drops(q.TxDrops), "vnet_errors": vnet,
-			"segmented": q.Segmented, "checksummed": q.Checksummed, "failures": q.Failures,
-		}
-	}
-	return out
 }

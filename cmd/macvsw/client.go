@@ -12,11 +12,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"sort"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/macvsw/macvsw/config"
+	"github.com/macvsw/macvsw/switch/counters"
 )
 
 // Exit statuses of the client commands, for scripts.
@@ -363,9 +365,10 @@ func printJSON(w io.Writer, v any) error {
 }
 
 func cmdStats(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("macvsw stats", "macvsw stats [PORT] [--json]", stderr)
+	fs := newFlagSet("macvsw stats", "macvsw stats [PORT] [--json] [--all]", stderr)
 	socket := clientFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
+	all := fs.Bool("all", false, "also print drop reasons that are zero")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -374,70 +377,60 @@ func cmdStats(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(pos) > 0 {
 		path += "/" + url.PathEscape(pos[0])
 	}
-	var st Stats
+	var st counters.Snapshot
 	if err := newClient(*socket).do(ctx, "GET", path, nil, &st); err != nil {
 		return err
 	}
 	if *asJSON {
 		return printJSON(stdout, st)
 	}
-	printStats(stdout, st, len(pos) == 0)
+	printStats(stdout, &st, len(pos) == 0, *all)
 	return nil
 }
 
-// printStats prints counters in the spirit of `ip -s link`: per port, its
-// RX/TX lines, every non-zero drop reason, then per queue.
-func printStats(w io.Writer, st Stats, withSwitch bool) {
-	if withSwitch {
-		s := st.Switch
-		fmt.Fprintf(w, "switch: accepted %d forwarded %d defrag merged %d pending %d reassembled %d\n", s.Accepted, s.Forwarded, s.Merged, s.Pending, s.Reassembled)
-		fmt.Fprintf(w, "    drops: %s\n", dropList(s.Drops))
-		fmt.Fprintf(w, "    broadcast queue: %d/%d queued, %d enqueued, %d dropped\n", s.Broadcast.Len, s.Broadcast.Cap, s.Broadcast.Enqueued, s.Broadcast.Dropped)
-		l := st.Lower
-		fmt.Fprintf(w, "lower: %s mtu %d %s\n", l.MAC, l.MTU, map[bool]string{true: "up", false: "down"}[l.Up])
-		fmt.Fprintf(w, "    RX: packets %d bytes %d dropped %d (%s)\n", l.RxPackets, l.RxBytes, l.RxDropped, dropList(l.RxDrops))
-		fmt.Fprintf(w, "    TX: packets %d bytes %d dropped %d (%s)\n", l.TxPackets, l.TxBytes, l.TxDropped, dropList(l.TxDrops))
-	}
-	names := make([]string, 0, len(st.Ports))
-	for n := range st.Ports {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		p := st.Ports[n]
-		s := p.Switch
-		fmt.Fprintf(w, "%s: %s %s %s mtu %d %s queues %d\n", n, p.Port.Kind, p.Port.Interface, p.Port.Mode, p.Port.MTU, state(p.Port), p.Port.Queues)
-		fmt.Fprintf(w, "    RX: packets %d bytes %d multicast %d errors %d dropped %d\n", s.RxPackets, s.RxBytes, s.Multicast, s.RxErrors, s.RxDropped)
-		fmt.Fprintf(w, "        drops: %s\n", dropList(s.RxDrops))
-		fmt.Fprintf(w, "    TX: packets %d bytes %d dropped %d\n", s.TxPackets, s.TxBytes, s.TxDropped)
-		fmt.Fprintf(w, "        drops: %s\n", dropList(s.TxDrops))
-		fmt.Fprintf(w, "    link: written %d refused %d\n", p.Link.Written, p.Link.WriteErrors)
-		for _, q := range s.Queues {
-			fmt.Fprintf(w, "    queue %d: %s len %d/%d packets %d bytes %d dropped %d\n", q.Index, map[bool]string{true: "attached", false: "detached"}[q.Attached], q.Len, q.Limit, q.Packets, q.Bytes, q.Dropped)
+// printStats prints the counters as one table per subject (the switch,
+// the lower, each port), from the samples the metrics endpoint serves
+// (counters.Snapshot.Visit), under the metric's name less its subject
+// prefix: `port_packets_total{port="p0",direction="rx"}` is the row
+// "packets rx" under "port p0". Drop reasons at zero are left out unless
+// all is set; withSwitch prints the switch and the lower too.
+func printStats(w io.Writer, st *counters.Snapshot, withSwitch, all bool) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	subject := ""
+	st.Visit(func(m *counters.Metric, v float64, labels ...string) {
+		subj, prefix, rest := "switch", "", labels
+		switch {
+		case len(m.Labels) > 0 && m.Labels[0] == "port":
+			p := st.Port(labels[0])
+			subj = fmt.Sprintf("port %s (%s)", labels[0], map[bool]string{true: "up", false: "down"}[p.Up])
+			if p.Up && !p.Carrier {
+				subj = fmt.Sprintf("port %s (up, no carrier)", labels[0])
+			}
+			prefix, rest = "port_", labels[1:]
+		case strings.HasPrefix(m.Name, "lower_"):
+			subj = fmt.Sprintf("lower %s (%s, mtu %d)", st.Lower.Interface, map[bool]string{true: "up", false: "down"}[st.Lower.Switch.Up], st.Lower.Switch.MTU)
+			prefix = "lower_"
+		case strings.HasPrefix(m.Name, "switch_"):
+			prefix = "switch_"
 		}
-		for _, q := range p.Endpoint {
-			fmt.Fprintf(w, "    endpoint queue %v: %v rx %v tx %v rx_drops %v tx_drops %v vnet_errors %v\n",
-				q["queue"], q["state"], q["rx_packets"], q["tx_packets"], q["rx_drops"], q["tx_drops"], q["vnet_errors"])
+		if !withSwitch && !strings.HasPrefix(subj, "port ") {
+			return
 		}
-	}
-}
-
-// dropList prints every drop reason, zero or not, so a reader sees what
-// is counted.
-func dropList(m map[string]uint64) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for i, k := range keys {
-		if i > 0 {
-			b.WriteByte(' ')
+		if !all && v == 0 && slices.Contains(m.Labels, "reason") {
+			return
 		}
-		fmt.Fprintf(&b, "%s=%d", k, m[k])
-	}
-	return b.String()
+		if subj != subject {
+			fmt.Fprintf(tw, "%s\n", subj)
+			subject = subj
+		}
+		name := strings.TrimSuffix(strings.TrimPrefix(m.Name, prefix), "_total")
+		var lv []string
+		for i, l := range rest {
+			lv = append(lv, m.Labels[len(m.Labels)-len(rest)+i]+"="+l)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", name, strings.Join(lv, " "), strconv.FormatFloat(v, 'f', -1, 64))
+	})
+	tw.Flush()
 }
 
 func cmdCapture(ctx context.Context, args []string, stdout, stderr io.Writer) error {

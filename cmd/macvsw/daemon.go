@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/macvsw/macvsw/bridge"
 	"github.com/macvsw/macvsw/config"
@@ -17,261 +18,199 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
-// daemon is a running switch built from a config: the core, the AF_PACKET
-// lower and one endpoint plus link per port.
-//
-// Shutdown order (close): port links (no more frames in or out), port
-// endpoints (taps deleted), ports removed from the core (queued frames
-// released), then the lower link, the lower endpoint and the core.
+// daemon is a running switch built from a config: a bridge.Switch with an
+// AF_PACKET lower and one endpoint per port. The switch is the one truth
+// for every port's state; the daemon remembers of each port only what the
+// switch does not know, its device (portDevice), and derives its views and
+// the running config from the two.
 type daemon struct {
-	log     *slog.Logger
-	sw      *vswitch.Switch
-	lowerEP *endpoints.Packet
-	lower   *bridge.LowerLink
+	log *slog.Logger
+	sw  *bridge.Switch
 
-	// mu guards cfg and ports (control plane only).
-	mu    sync.Mutex
-	cfg   *config.Config
-	ports map[string]*runPort
-	order []string
+	// mu guards cfg (the non-port sections of the running config) and
+	// devices; it serializes the control plane (API, reload).
+	mu      sync.Mutex
+	cfg     *config.Config
+	devices map[string]portDevice
 }
 
-// portEndpoint is what a port's OS endpoint offers besides LinkEndpoint.
-type portEndpoint interface {
-	stack.LinkEndpoint
-	NumQueues() int
-	Stats() endpoints.Stats
-	Close()
+// portDevice is where a port's frames go: the kind part of its config
+// entry, and the interface as created.
+type portDevice struct {
+	tap      *config.TapPort
+	afpacket *config.AFPacketPort
+	ifname   string
 }
 
-type runPort struct {
-	cfg  config.Port
-	p    *vswitch.Port
-	ep   portEndpoint
-	link *bridge.PortLink
-	kind string // "tap" or "afpacket"
-	ifc  string // interface name (in its netns for taps)
+func (pd portDevice) kind() string {
+	if pd.tap != nil {
+		return "tap"
+	}
+	return "afpacket"
 }
 
 // startDaemon builds the switch described by cfg. On error everything it
 // made is torn down again.
 func startDaemon(cfg *config.Config, log *slog.Logger) (_ *daemon, err error) {
-	d := &daemon{log: log, cfg: cfg, ports: make(map[string]*runPort)}
-	defer func() {
-		if err != nil {
-			d.close()
-		}
-	}()
+	d := &daemon{log: log, cfg: cfg, devices: map[string]portDevice{}}
 	link, err := netlink.LinkByName(cfg.Lower.Interface)
 	if err != nil {
 		return nil, fmt.Errorf("lower %q: %w", cfg.Lower.Interface, err)
 	}
 	attrs := link.Attrs()
-	var lowerMAC vswitch.MAC
-	copy(lowerMAC[:], attrs.HardwareAddr)
-	mtu := uint32(attrs.MTU)
-	if cfg.Lower.MTU != 0 {
-		mtu = uint32(cfg.Lower.MTU)
-	}
 	cutoff := cfg.Broadcast.Cutoff
-	promisc := cfg.Lower.Promiscuous
-	d.sw = vswitch.New(vswitch.Options{
-		LowerMAC:          lowerMAC,
-		LowerMTU:          mtu,
-		LowerDown:         attrs.OperState != netlink.OperUp && attrs.OperState != netlink.OperUnknown,
-		NoPromisc:         !promisc,
-		LowerQueues:       cfg.Lower.NumQueues(),
-		BroadcastQueueLen: cfg.Broadcast.QueueLen,
-		BroadcastCutoff:   &cutoff,
-		Logger:            log,
-		LowerFilterChanged: func(f vswitch.LowerFilter) {
-			if !promisc {
-				d.applyLowerFilter(f)
-			}
-		},
-	})
-	d.lowerEP, err = endpoints.NewPacket(endpoints.PacketOptions{
-		Interface:     cfg.Lower.Interface,
-		Queues:        cfg.Lower.NumQueues(),
-		NoPromiscuous: !promisc,
-		OnLinkChange: func(st endpoints.LinkState) {
-			d.sw.SetLowerState(st.Up())
-			d.syncCarriers()
-			if cfg.Lower.MTU == 0 && st.MTU != 0 {
-				if err := d.sw.SetLowerMTU(st.MTU); err != nil {
-					log.Warn("lower MTU", "err", err)
-				}
-			}
+	d.sw = bridge.New(bridge.Options{
+		Core: vswitch.Options{
+			LowerMAC:          vswitch.MAC(attrs.HardwareAddr),
+			LowerMTU:          uint32(attrs.MTU),
+			NoPromisc:         !cfg.Lower.Promiscuous,
+			LowerQueues:       cfg.Lower.NumQueues(),
+			BroadcastQueueLen: cfg.Broadcast.QueueLen,
+			BroadcastCutoff:   &cutoff,
 		},
 		Logger: log,
+	})
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+	lower, err := endpoints.NewPacket(endpoints.PacketOptions{
+		Interface:     cfg.Lower.Interface,
+		Queues:        cfg.Lower.NumQueues(),
+		NoPromiscuous: !cfg.Lower.Promiscuous,
+		Logger:        log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("lower: %w", err)
 	}
-	d.lower = bridge.AttachLower(d.sw, d.lowerEP, bridge.Options{Logger: log})
-	for _, pc := range cfg.Ports {
+	if err := d.sw.AttachLower(lower, bridge.LowerOptions{MTU: uint32(cfg.Lower.MTU)}); err != nil {
+		lower.Close()
+		return nil, fmt.Errorf("lower: %w", err)
+	}
+	ports := cfg.Ports
+	cfg.Ports = nil // derived from the switch from now on
+	for _, pc := range ports {
 		if err := d.addPort(pc); err != nil {
 			return nil, err
 		}
 	}
-	log.Info("switch running", "lower", cfg.Lower.Interface, "ports", len(cfg.Ports), "queues", cfg.Lower.NumQueues())
+	log.Info("switch running", "lower", cfg.Lower.Interface, "ports", len(ports), "queues", cfg.Lower.NumQueues())
 	return d, nil
 }
 
-func (d *daemon) applyLowerFilter(f vswitch.LowerFilter) {
-	if d.lowerEP == nil {
-		return
-	}
-	uc := make([][6]byte, len(f.Unicast))
-	for i, m := range f.Unicast {
-		uc[i] = m
-	}
-	mc := make([][6]byte, len(f.Groups))
-	for i, m := range f.Groups {
-		mc[i] = m
-	}
-	if err := d.lowerEP.SetUnicastFilter(uc); err != nil {
-		d.log.Error("lower unicast filter", "err", err)
-	}
-	if err := d.lowerEP.SetMulticastFilter(mc); err != nil {
-		d.log.Error("lower multicast filter", "err", err)
-	}
-}
-
-// addPort opens the port's endpoint, adds the port to the core and links
-// them. An afpacket port's MAC is the sandbox's (the far end of its veth),
-// which the config must name.
-func (d *daemon) addPort(pc config.Port) error {
-	rp := &runPort{cfg: pc}
-	mtu := uint32(pc.MTU)
-	if mtu == 0 {
-		_, mtu, _ = d.sw.LowerState()
-	}
-	// Queue events may come before the port exists; they are applied
-	// once it does (the port starts with every queue attached).
-	var queueState atomic.Pointer[func(q int, up bool)]
-	onQueue := func(q int, up bool) {
-		if f := queueState.Load(); f != nil {
-			(*f)(q, up)
-		}
-	}
-	mac := pc.MAC
+// openDevice opens the endpoint a port entry describes.
+func (d *daemon) openDevice(pc config.Port) (stack.LinkEndpoint, portDevice, error) {
 	switch {
 	case pc.Tap != nil:
 		addrs := make([]string, len(pc.Tap.Addresses))
 		for i, a := range pc.Tap.Addresses {
 			addrs[i] = a.String()
 		}
-		if pc.Mode == vswitch.ModePassthru {
-			// A passthru port takes the lower's MAC (spec §1.5), and so
-			// does the sandbox's interface.
-			mac, _, _ = d.sw.LowerState()
+		mac, mtu, _ := d.sw.Core().LowerState()
+		if pc.Mode != vswitch.ModePassthru {
+			mac = pc.MAC // zero: the switch picks one and sets it
+		}
+		if pc.MTU != 0 {
+			mtu = uint32(pc.MTU)
 		}
 		var hw net.HardwareAddr
 		if !mac.IsZero() {
-			hw = net.HardwareAddr(mac[:])
+			hw = mac[:]
 		}
 		tap, err := endpoints.NewTap(endpoints.TapOptions{
 			Name: pc.Tap.Ifname, NetNS: pc.Tap.Netns, Queues: pc.Queues, MAC: hw, MTU: mtu,
-			Addresses: addrs, NoOffloads: !pc.Tap.Offloads, OnQueueState: onQueue, Logger: d.log,
+			Addresses: addrs, NoOffloads: !pc.Tap.Offloads, Logger: d.log,
 		})
 		if err != nil {
-			return fmt.Errorf("port %q: %w", pc.Name, err)
+			return nil, portDevice{}, err
 		}
-		rp.ep, rp.kind, rp.ifc = tap, "tap", tap.Name()
+		return tap, portDevice{tap: pc.Tap, ifname: tap.Name()}, nil
 	case pc.AFPacket != nil:
 		pk, err := endpoints.NewPacket(endpoints.PacketOptions{
-			Interface: pc.AFPacket.Interface, Queues: pc.Queues, OnQueueState: onQueue, Logger: d.log,
+			Interface: pc.AFPacket.Interface, Queues: pc.Queues, Logger: d.log,
 		})
 		if err != nil {
-			return fmt.Errorf("port %q: %w", pc.Name, err)
+			return nil, portDevice{}, err
 		}
-		rp.ep, rp.kind, rp.ifc = pk, "afpacket", pc.AFPacket.Interface
-	default:
-		return fmt.Errorf("port %q: no port kind", pc.Name)
+		return pk, portDevice{afpacket: pc.AFPacket, ifname: pc.AFPacket.Interface}, nil
 	}
-	bcq := pc.BCQueueLen
-	p, err := d.sw.AddPort(vswitch.PortConfig{
-		Name: pc.Name, Mode: pc.Mode, MAC: mac, MTU: uint32(pc.MTU),
-		Queues: rp.ep.NumQueues(), QueueLen: pc.QueueLen,
-		AllMulti: pc.AllMulticast, Groups: pc.Multicast,
-		SourceMACs: pc.SourceMACs, NoDst: pc.NoDst, NoPromisc: pc.NoPromisc,
-		BroadcastQueueLen: &bcq,
-	})
+	return nil, portDevice{}, fmt.Errorf("no port kind: set tap or afpacket")
+}
+
+// addPort opens the port's device and adds it to the switch. An afpacket
+// port's MAC is the sandbox's (the far end of its veth), which the config
+// must name.
+func (d *daemon) addPort(pc config.Port) error {
+	if d.sw.Port(pc.Name) != nil {
+		return fmt.Errorf("port %q: %w", pc.Name, vswitch.ErrExists)
+	}
+	ep, dev, err := d.openDevice(pc)
 	if err != nil {
-		rp.ep.Close()
+		return fmt.Errorf("port %q: %w", pc.Name, err)
+	}
+	if _, err := d.sw.AddPort(pc.SwitchConfig(), ep, bridge.PortOptions{}); err != nil {
+		ep.Close()
 		return err
 	}
-	rp.p = p
-	qs := bridge.QueueStateFunc(p)
-	queueState.Store(&qs)
-	rp.link = bridge.AttachPort(p, rp.ep, bridge.Options{Logger: d.log})
-	d.syncCarrier(rp)
 	d.mu.Lock()
-	d.ports[pc.Name] = rp
-	d.order = append(d.order, pc.Name)
+	d.devices[pc.Name] = dev
 	d.mu.Unlock()
-	d.log.Info("port up", "port", pc.Name, "kind", rp.kind, "interface", rp.ifc, "mode", p.Mode(), "mac", p.MAC(), "queues", p.NumQueues())
 	return nil
 }
 
-// carrierSetter is implemented by endpoints whose interface can show the
-// port's carrier to the sandbox (taps).
-type carrierSetter interface{ SetCarrier(on bool) error }
-
-// syncCarrier shows the port's carrier (admin up and lower up) on its
-// interface, as a macvtap follows its lower.
-func (d *daemon) syncCarrier(rp *runPort) {
-	if cs, ok := rp.ep.(carrierSetter); ok {
-		if err := cs.SetCarrier(rp.p.Carrier()); err != nil {
-			d.log.Warn("carrier", "port", rp.cfg.Name, "err", err)
-		}
-	}
-}
-
-// syncCarriers applies syncCarrier to every port.
-func (d *daemon) syncCarriers() {
-	d.mu.Lock()
-	ports := make([]*runPort, 0, len(d.ports))
-	for _, rp := range d.ports {
-		ports = append(ports, rp)
-	}
-	d.mu.Unlock()
-	for _, rp := range ports {
-		d.syncCarrier(rp)
-	}
-}
-
-// removePort tears one port down in order.
+// removePort removes a port and closes its device (a tap it created is
+// deleted).
 func (d *daemon) removePort(name string) error {
+	if err := d.sw.RemovePort(name); err != nil {
+		return err
+	}
 	d.mu.Lock()
-	rp := d.ports[name]
-	delete(d.ports, name)
-	for i, n := range d.order {
-		if n == name {
-			d.order = append(d.order[:i:i], d.order[i+1:]...)
-			break
-		}
-	}
+	delete(d.devices, name)
 	d.mu.Unlock()
-	if rp == nil {
-		return fmt.Errorf("port %q: %w", name, vswitch.ErrNotFound)
-	}
-	rp.link.Close()
-	rp.ep.Close()
-	err := d.sw.RemovePort(rp.p)
-	d.log.Info("port closed", "port", name, "kind", rp.kind, "interface", rp.ifc)
-	return err
+	return nil
 }
 
-// reload applies a new configuration: removed ports go, changed ports are
-// rebuilt, new ports come; untouched ports keep forwarding. Changes to any
-// other section (lower, broadcast, control, metrics, log) need a restart:
-// the whole reload is refused and nothing changes.
-func (d *daemon) reload(next *config.Config) error {
+// portConfig returns a running port's config entry: the switch's state and
+// its device.
+func (d *daemon) portConfig(p *bridge.Port) (config.Port, bool) {
 	d.mu.Lock()
-	cur := d.cfg
+	dev, ok := d.devices[p.Name()]
 	d.mu.Unlock()
+	if !ok {
+		return config.Port{}, false
+	}
+	pc := config.PortOf(p.Core().Config())
+	pc.Tap, pc.AFPacket = dev.tap, dev.afpacket
+	return pc, true
+}
+
+// runningConfig returns the config the daemon runs: the file's sections
+// and, for ports, the switch's state.
+func (d *daemon) runningConfig() *config.Config {
+	d.mu.Lock()
+	c := *d.cfg
+	d.mu.Unlock()
+	c.Ports = nil
+	for _, p := range d.sw.Ports() {
+		if pc, ok := d.portConfig(p); ok {
+			c.Ports = append(c.Ports, pc)
+		}
+	}
+	return &c
+}
+
+// reload applies a new configuration: removed ports go, ports whose device
+// changed are rebuilt, ports whose switch settings changed are updated in
+// place (the sandbox keeps its interface, addresses and routes), new ports
+// come; untouched ports keep forwarding. Changes to any other section
+// (lower, broadcast, control, metrics, log) need a restart: the whole
+// reload is refused and nothing changes. What could not be applied is
+// reported and, as it is not in the running config, tried again at the
+// next reload.
+func (d *daemon) reload(next *config.Config) (reloadReport, error) {
+	cur := d.runningConfig()
+	var rep reloadReport
 	next.InheritMACs(cur)
 	delta := config.Diff(cur, next)
 	var restart []string
@@ -284,36 +223,124 @@ func (d *daemon) reload(next *config.Config) error {
 		}
 	}
 	if len(restart) > 0 {
-		return fmt.Errorf("reload: %s changed, which needs a restart; nothing changed", strings.Join(restart, ", "))
+		return rep, fmt.Errorf("reload: %s changed, which needs a restart; nothing changed", strings.Join(restart, ", "))
 	}
 	var errs []error
-	for _, name := range append(append([]string(nil), delta.Removed...), delta.Changed...) {
-		errs = append(errs, d.removePort(name))
+	fail := func(name string, err error) {
+		rep.Failed = append(rep.Failed, name)
+		errs = append(errs, err)
 	}
-	for _, name := range append(append([]string(nil), delta.Changed...), delta.Added...) {
-		errs = append(errs, d.addPort(*next.Port(name)))
+	for _, name := range delta.Removed {
+		if err := d.removePort(name); err != nil {
+			fail(name, err)
+			continue
+		}
+		rep.Removed = append(rep.Removed, name)
 	}
-	d.mu.Lock()
-	d.cfg = next
-	d.mu.Unlock()
-	d.log.Info("reloaded", "added", delta.Added, "removed", delta.Removed, "changed", delta.Changed)
-	return errors.Join(errs...)
+	for _, name := range delta.Changed {
+		want := *next.Port(name)
+		have := *cur.Port(name)
+		if sameDevice(have, want) {
+			c := portChange(have, want)
+			if reflect.ValueOf(c).IsZero() {
+				continue // the file says what the switch already does
+			}
+			if err := d.sw.Update(name, c); err != nil {
+				fail(name, err)
+				continue
+			}
+			rep.Changed = append(rep.Changed, name)
+			continue
+		}
+		if err := d.removePort(name); err != nil {
+			fail(name, err)
+			continue
+		}
+		if err := d.addPort(want); err != nil {
+			fail(name, err)
+			continue
+		}
+		rep.Rebuilt = append(rep.Rebuilt, name)
+	}
+	for _, name := range delta.Added {
+		if err := d.addPort(*next.Port(name)); err != nil {
+			fail(name, err)
+			continue
+		}
+		rep.Added = append(rep.Added, name)
+	}
+	d.log.Info("reloaded", "added", rep.Added, "removed", rep.Removed, "changed", rep.Changed, "rebuilt", rep.Rebuilt, "failed", rep.Failed)
+	return rep, errors.Join(errs...)
 }
 
-// close tears everything down; safe on a partly built daemon.
+// reloadReport says what a reload did.
+type reloadReport struct {
+	Added   []string `json:"added"`
+	Removed []string `json:"removed"`
+	Changed []string `json:"changed"` // updated in place
+	Rebuilt []string `json:"rebuilt"` // device re-created
+	Failed  []string `json:"failed"`
+}
+
+// sameDevice reports whether two entries of one port describe the same
+// device, so that the port can be changed in place.
+func sameDevice(a, b config.Port) bool {
+	switch {
+	case a.Queues != b.Queues:
+		return false
+	case (a.Tap == nil) != (b.Tap == nil) || (a.AFPacket == nil) != (b.AFPacket == nil):
+		return false
+	case a.Tap != nil:
+		return a.Tap.Netns == b.Tap.Netns && a.Tap.Ifname == b.Tap.Ifname &&
+			a.Tap.Offloads == b.Tap.Offloads && slices.Equal(a.Tap.Addresses, b.Tap.Addresses)
+	case a.AFPacket != nil:
+		return *a.AFPacket == *b.AFPacket
+	}
+	return true
+}
+
+// portChange is the switch change that turns port entry have into want.
+func portChange(have, want config.Port) vswitch.PortChange {
+	h, w := have.SwitchConfig(), want.SwitchConfig()
+	var c vswitch.PortChange
+	if w.Mode != h.Mode {
+		c.Mode = &w.Mode
+	}
+	if !w.MAC.IsZero() && w.MAC != h.MAC {
+		c.MAC = &w.MAC
+	}
+	if w.MTU != 0 && w.MTU != h.MTU {
+		c.MTU = &w.MTU
+	}
+	if *w.AllMulti != *h.AllMulti {
+		c.AllMulti = w.AllMulti
+	}
+	for _, g := range w.Groups {
+		if !slices.Contains(h.Groups, g) {
+			c.Join = append(c.Join, g)
+		}
+	}
+	for _, g := range h.Groups {
+		if !slices.Contains(w.Groups, g) {
+			c.Leave = append(c.Leave, g)
+		}
+	}
+	if !slices.Equal(w.SourceMACs, h.SourceMACs) || w.NoDst != h.NoDst {
+		c.Sources = &vswitch.SourceChange{Op: vswitch.SourceSet, MACs: w.SourceMACs}
+		c.NoDst = &w.NoDst
+	}
+	if w.QueueLen != h.QueueLen {
+		c.QueueLen = &w.QueueLen
+	}
+	if *w.BroadcastQueueLen != *h.BroadcastQueueLen {
+		c.BroadcastQueueLen = w.BroadcastQueueLen
+	}
+	return c
+}
+
+// close tears everything down: ports newest first (their devices closed),
+// the lower, the core.
 func (d *daemon) close() {
-	d.mu.Lock()
-	names := append([]string(nil), d.order...)
-	d.mu.Unlock()
-	for i := len(names) - 1; i >= 0; i-- {
-		_ = d.removePort(names[i])
-	}
-	if d.lower != nil {
-		d.lower.Close()
-	}
-	if d.lowerEP != nil {
-		d.lowerEP.Close()
-	}
 	if d.sw != nil {
 		d.sw.Close()
 	}

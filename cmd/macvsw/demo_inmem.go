@@ -27,7 +27,7 @@ type reachRow struct {
 
 // kernelExpects is what kernel macvlan gives for a probe between two
 // sandboxes A and B in the same mode, or between A and a LAN host, per
-// shared/spec/macvlan.md §4. A TCP connection needs ARP: a broadcast from A,
+// BEHAVIOUR.md §4. A TCP connection needs ARP: a broadcast from A,
 // a unicast reply.
 func kernelExpects(mode vswitch.Mode, hairpin bool, probe string) bool {
 	if probe != "A->B" {

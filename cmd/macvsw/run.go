@@ -90,7 +90,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				log.Error("reload: config rejected; still running the old one", "err", err)
 				continue
 			}
-			if err := d.reload(next); err != nil {
+			if _, err := d.reload(next); err != nil {
 				log.Error("reload", "err", err)
 			}
 		}

@@ -36,7 +36,7 @@ func TestControlRules(t *testing.T) {
 	kr := result{}
 	must(t, ip("link", "add", "link", netlab.Lower, "name", "ka", "type", "macvlan", "mode", "bridge"))
 	must(t, ip("link", "set", "ka", "address", a, "up"))
-	// Created with the sibling's MAC (not checked at creation, spec §5.1).
+	// Created with the sibling's MAC (not checked at creation, BEHAVIOUR.md §5.1).
 	must(t, ip("link", "add", "link", netlab.Lower, "name", "kb", "address", a, "type", "macvlan", "mode", "bridge"))
 	kr["sibling's MAC: up refused"] = refused(ip("link", "set", "kb", "up"))
 	ip("link", "del", "kb")

@@ -14,7 +14,7 @@ import (
 )
 
 // vnetVector is one write to a tap queue: a 12-byte virtio-net header and
-// a frame (spec §7.4, cases 50-52 and the rules around them).
+// a frame (BEHAVIOUR.md §7.4, cases 50-52 and the rules around them).
 type vnetVector struct {
 	name  string
 	bytes func() []byte
@@ -197,10 +197,7 @@ func TestVnetWriteValidation(t *testing.T) {
 	}
 	var ours uint64
 	for _, q := range ep.Stats().Queues {
-		for _, n := range q.VnetErrors {
-			ours += n
-		}
-		ours += q.RxDrops[endpoints.DropRunt]
+		ours += q.VnetErrors.Total() + q.RxDrops[endpoints.DropRunt].Count
 	}
 	if ours != uint64(refused) {
 		t.Errorf("macvsw counted %d rejections for %d refused writes", ours, refused)

@@ -32,7 +32,7 @@ type SandboxSpec struct {
 	NoBroadcastQueue bool
 }
 
-// Variant is one built scenario: the §8.1 topology with sandboxes 0..n-1
+// Variant is one built scenario: the BEHAVIOUR.md §8.1 topology with sandboxes 0..n-1
 // (addresses SandboxIP4(i) etc.), served either by kernel macvlan devices
 // or by a macvsw daemon.
 type Variant struct {

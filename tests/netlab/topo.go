@@ -25,7 +25,7 @@ func SandboxIP4(i int) string { return fmt.Sprintf("10.77.0.%d", i+1) }
 // SandboxIP6 is sandbox i's IPv6 address.
 func SandboxIP6(i int) string { return fmt.Sprintf("fd77::%x", i+1) }
 
-// Topo is the spec §8.1 harness:
+// Topo is the harness of BEHAVIOUR.md §8.1:
 //
 //	[ns LAN]   br0 (stp off, bridge-nf off) ── swl ──┐  ── swe ── eth0 [ns HOST] 10.77.0.100
 //	                                   hairpin on/off│
@@ -56,7 +56,7 @@ func (l *Lab) BuildLAN(hairpin bool) (*Topo, error) {
 		return nil, err
 	}
 	// br_netfilter, when loaded, defaults new namespaces to 1 and drops
-	// frames with bad IPv4 checksums (spec §8.1). Absent module: no keys.
+	// frames with bad IPv4 checksums (BEHAVIOUR.md §8.1). Absent module: no keys.
 	for _, k := range []string{"iptables", "ip6tables", "arptables"} {
 		_ = l.Sysctl(t.LAN, "net.bridge.bridge-nf-call-"+k, "0")
 	}
