@@ -1,5 +1,5 @@
 // Package conformance holds the frame-by-frame comparison of macvsw with
-// kernel macvlan (shared/spec/macvlan.md §8): each case builds the §8.1
+// kernel macvlan (switch/BEHAVIOUR.md §8): each case builds the §8.1
 // harness twice — kernel macvlan devices, then macvsw with tap ports in
 // their place on the same kind of lower — sends the case's frames with raw
 // AF_PACKET sockets, records which observers saw each frame and how often,
@@ -100,7 +100,7 @@ type ccase struct {
 
 const etherTypeTest = 0x88b5
 
-// cases: spec §8.2, cases 1-42 in substance. Cases whose
+// cases: switch/BEHAVIOUR.md §8.2, cases 1-42 in substance. Cases whose
 // substance needs what a frame-by-frame raw comparison cannot express are
 // listed in divergences with the reason.
 var cases = []ccase{
@@ -162,11 +162,11 @@ var cases = []ccase{
 }
 
 // divergences lists, in one place, the cases where macvsw cannot give the
-// kernel's answer by design (spec §8.3), each with its reason. A case listed
+// kernel's answer by design (switch/BEHAVIOUR.md §8.3), each with its reason. A case listed
 // here is still run and printed, but its differences do not fail the test.
 var divergences = map[string]string{}
 
-// notCompared lists the spec cases this suite does not (yet) compare live,
+// notCompared lists the switch/BEHAVIOUR.md §8.2 cases this suite does not (yet) compare live,
 // with the reason and where the behaviour is tested instead, so that
 // nothing is skipped silently; the test prints it.
 var notCompared = []string{
@@ -253,7 +253,7 @@ func runCase(t *testing.T, c ccase, macvsw bool) ([]string, error) {
 	if err := applySetup(v, c.setup, macvsw); err != nil {
 		return nil, err
 	}
-	// IPv6 off everywhere: no autoconfiguration noise (spec §8.1).
+	// IPv6 off everywhere: no autoconfiguration noise (switch/BEHAVIOUR.md §8.1).
 	for _, ns := range append(append([]string{}, v.Sandboxes...), v.Topo.Host, v.Topo.SW) {
 		v.Lab.Sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")
 	}
@@ -378,7 +378,7 @@ func applySetup(v *netlab.Variant, setup string, macvsw bool) error {
 }
 
 // fragments returns a builder of the two IPv4 fragments of a 2808-byte UDP
-// datagram from the LAN host to dst (spec cases 28, 29); the label is in
+// datagram from the LAN host to dst (switch/BEHAVIOUR.md §8.2, cases 28, 29); the label is in
 // both fragments, so a port that gets them unreassembled counts two.
 func fragments(dst string) func(label string) [][]byte {
 	return func(label string) [][]byte {

@@ -12,7 +12,7 @@ import (
 	"github.com/macvsw/macvsw/tests/netlab"
 )
 
-// TestControlRules compares the control-plane refusals of spec case 57
+// TestControlRules compares the control-plane refusals of switch/BEHAVIOUR.md §8.2 case 57
 // (and §5) live: kernel macvlan through ip(8), macvsw through its CLI, on
 // the same kind of lower. Each rule reports whether the operation was
 // refused (or, for the MTU clamp and the default mode, the resulting
@@ -36,7 +36,7 @@ func TestControlRules(t *testing.T) {
 	kr := result{}
 	must(t, ip("link", "add", "link", netlab.Lower, "name", "ka", "type", "macvlan", "mode", "bridge"))
 	must(t, ip("link", "set", "ka", "address", a, "up"))
-	// Created with the sibling's MAC (not checked at creation, spec §5.1).
+	// Created with the sibling's MAC (not checked at creation, switch/BEHAVIOUR.md §5.1).
 	must(t, ip("link", "add", "link", netlab.Lower, "name", "kb", "address", a, "type", "macvlan", "mode", "bridge"))
 	kr["sibling's MAC: up refused"] = refused(ip("link", "set", "kb", "up"))
 	ip("link", "del", "kb")

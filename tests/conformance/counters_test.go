@@ -11,7 +11,7 @@ import (
 	"github.com/macvsw/macvsw/tests/netlab"
 )
 
-// TestCounters compares spec case 43 live: A and B in bridge mode; A sends
+// TestCounters compares switch/BEHAVIOUR.md §8.2 case 43 live: A and B in bridge mode; A sends
 // a 60-byte broadcast, then EXT does. B's rx_bytes and multicast and A's
 // tx_bytes must move as the kernel's macvlan counters move (including the
 // kernel's +14 on a bridge sibling's flood).

@@ -14,7 +14,7 @@ import (
 )
 
 // vnetVector is one write to a tap queue: a 12-byte virtio-net header and
-// a frame (spec §7.4, cases 50-52 and the rules around them).
+// a frame (switch/BEHAVIOUR.md §7.4, cases 50-52 and the rules around them).
 type vnetVector struct {
 	name  string
 	bytes func() []byte
