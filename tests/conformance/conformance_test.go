@@ -1,13 +1,20 @@
 // Package conformance holds the frame-by-frame comparison of macvsw with
-// kernel macvlan (BEHAVIOUR.md §8): each case builds the §8.1
+// kernel macvlan (switch/BEHAVIOUR.md §8): each case builds the §8.1
 // harness twice — kernel macvlan devices, then macvsw with tap ports in
 // their place on the same kind of lower — sends the case's frames with raw
 // AF_PACKET sockets, records which observers saw each frame and how often,
 // and compares. The kernel is the oracle: no expected result is written
 // down here. Run it with `go test ./tests/conformance -v` (root).
+//
+// Every case is a subtest named by what it shows (TestConformance/
+// 13_bridge_to_vepa_unicast_hairpin), with labs of its own that it tears
+// down whatever happens, so a harness error fails that case alone; select
+// cases with -run (-run 'TestConformance/^13_'). The summary table is
+// printed when the whole test ends.
 package conformance
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -47,7 +54,10 @@ func TestMain(m *testing.M) {
 // wire"), LSTACK (the lower's own stack, sending on the lower).
 var sandboxIndex = map[string]int{"A": 0, "B": 1, "C": 2}
 
-func macOf(name string) net.HardwareAddr {
+// parseMAC resolves a participant's MAC by name (A, B, C, E for EXT, L for
+// the lower, F and U for addresses nobody has, bcast, allhosts, group) or
+// parses a literal MAC.
+func parseMAC(name string) (net.HardwareAddr, error) {
 	var s string
 	switch name {
 	case "bcast":
@@ -71,7 +81,13 @@ func macOf(name string) net.HardwareAddr {
 			s = name
 		}
 	}
-	m, err := net.ParseMAC(s)
+	return net.ParseMAC(s)
+}
+
+// macOf is parseMAC for names the case table has been checked to hold
+// (TestCaseTable).
+func macOf(name string) net.HardwareAddr {
+	m, err := parseMAC(name)
 	if err != nil {
 		panic(err)
 	}
@@ -83,7 +99,45 @@ type send struct {
 	etherType      uint16 // 0: the test ethertype
 	size           int
 	// frames, when set, builds the frames to send (in order) instead.
-	frames func(label string) [][]byte
+	frames *frameBuilder
+}
+
+// frameBuilder builds the frames of a send that is not one plain labelled
+// frame; desc says what they are in the summary table.
+type frameBuilder struct {
+	desc  string
+	build func(label string) [][]byte
+}
+
+// ownSource is the source MAC a participant sends with unless a case
+// forges another.
+func ownSource(from string) string {
+	switch from {
+	case "EXT":
+		return "E"
+	case "LSTACK":
+		return "L"
+	}
+	return from
+}
+
+// String describes the send for the summary table and error messages:
+// "A->B", "EXT->bcast src=A", "A->bcast 1514B".
+func (s send) String() string {
+	if s.frames != nil {
+		return s.from + "->" + s.frames.desc
+	}
+	d := s.from + "->" + s.dst
+	if s.src != ownSource(s.from) {
+		d += " src=" + s.src
+	}
+	if s.etherType != 0 {
+		d += fmt.Sprintf(" type=%#04x", s.etherType)
+	}
+	if s.size != 0 {
+		d += fmt.Sprintf(" %dB", s.size)
+	}
+	return d
 }
 
 type ccase struct {
@@ -100,75 +154,88 @@ type ccase struct {
 
 const etherTypeTest = 0x88b5
 
-// cases: BEHAVIOUR.md §8.2, cases 1-42 in substance. Cases whose
-// substance needs what a frame-by-frame raw comparison cannot express are
-// listed in divergences with the reason.
+// cases: switch/BEHAVIOUR.md §8.2, cases 1-42 in substance, in case order.
+// Cases whose substance needs what a frame-by-frame raw comparison cannot
+// express are listed in divergences with the reason.
+//
+// A case's name is its subtest's: the two-digit case number, then the
+// sender (a port by its mode; ext, the LAN host; lower, the lower's own
+// stack; "ext_as_MODE" when the host forges that port's MAC as source,
+// "ext_listed"/"ext_unlisted" when its MAC is or is not on the source
+// port's list), the destination, the other ports' modes ("with_..."), the
+// setup, and, when a port or the lower sends (so the frame leaves through
+// the lower and the external switch may reflect it), "hairpin" or
+// "no_hairpin". Frames from the LAN host do not depend on the hairpin;
+// those cases run without it and do not say. TestCaseTable checks these
+// rules; names must stay stable, they are how a case is selected with -run.
 var cases = []ccase{
-	{name: "01", modes: []string{"bridge", "bridge", "vepa"}, sends: []send{{"A", "bcast", "A", 0, 0, nil}}},
-	{name: "02", hairpin: true, modes: []string{"bridge", "bridge", "vepa"}, sends: []send{{"A", "bcast", "A", 0, 0, nil}}},
-	{name: "03", modes: []string{"vepa", "vepa", "bridge"}, sends: []send{{"A", "bcast", "A", 0, 0, nil}}},
-	{name: "04", hairpin: true, modes: []string{"vepa", "vepa", "bridge"}, sends: []send{{"A", "bcast", "A", 0, 0, nil}}},
-	{name: "05", hairpin: true, modes: []string{"private", "vepa", "bridge"}, sends: []send{{"A", "bcast", "A", 0, 0, nil}}},
-	{name: "06", modes: []string{"private", "vepa", "bridge"}, sends: []send{{"A", "bcast", "A", 0, 0, nil}}},
-	{name: "07", hairpin: true, modes: []string{"vepa", "private"}, sends: []send{{"A", "bcast", "A", 0, 0, nil}}},
-	{name: "08-", modes: []string{"bridge", "private"}, sends: []send{{"A", "bcast", "A", 0, 0, nil}}},
-	{name: "08+", hairpin: true, modes: []string{"bridge", "private"}, sends: []send{{"A", "bcast", "A", 0, 0, nil}}},
-	{name: "09", modes: []string{"bridge", "bridge"}, sends: []send{{"A", "allhosts", "A", 0, 0, nil}}},
-	{name: "10", modes: []string{"bridge", "bridge"}, sends: []send{{"A", "group", "A", 0, 0, nil}}},
-	{name: "10j", modes: []string{"bridge", "bridge"}, setup: "B joins group", sends: []send{{"A", "group", "A", 0, 0, nil}}},
-	{name: "11", modes: []string{"bridge", "bridge"}, setup: "B allmulti", sends: []send{{"A", "group", "A", 0, 0, nil}}},
-	{name: "12-", modes: []string{"bridge", "bridge"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
-	{name: "12+", hairpin: true, modes: []string{"bridge", "bridge"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
-	{name: "13-", modes: []string{"bridge", "vepa"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
-	{name: "13+", hairpin: true, modes: []string{"bridge", "vepa"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
-	{name: "14-", modes: []string{"vepa", "bridge"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
-	{name: "14+", hairpin: true, modes: []string{"vepa", "bridge"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
-	{name: "15-", modes: []string{"private", "private"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
-	{name: "15+", hairpin: true, modes: []string{"private", "private"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
-	{name: "16-", modes: []string{"vepa", "vepa"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
-	{name: "16+", hairpin: true, modes: []string{"vepa", "vepa"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
-	{name: "17-", modes: []string{"bridge", "bridge"}, setup: "B down", sends: []send{{"A", "B", "A", 0, 0, nil}}},
-	{name: "17+", hairpin: true, modes: []string{"bridge", "bridge"}, setup: "B down", sends: []send{{"A", "B", "A", 0, 0, nil}}},
-	{name: "18-", modes: []string{"bridge"}, sends: []send{{"A", "L", "A", 0, 0, nil}}},
-	{name: "18+", hairpin: true, modes: []string{"bridge"}, sends: []send{{"A", "L", "A", 0, 0, nil}}},
-	{name: "19-", modes: []string{"vepa"}, sends: []send{{"LSTACK", "A", "L", 0, 0, nil}}},
-	{name: "19+", hairpin: true, modes: []string{"vepa"}, sends: []send{{"LSTACK", "A", "L", 0, 0, nil}}},
-	{name: "20", modes: []string{"private", "vepa", "bridge"}, sends: []send{{"EXT", "bcast", "E", 0, 0, nil}}},
-	{name: "21", modes: []string{"vepa", "vepa"}, sends: []send{{"EXT", "A", "E", 0, 0, nil}}},
-	{name: "22", modes: []string{"vepa", "bridge"}, sends: []send{{"EXT", "U", "E", 0, 0, nil}}},
-	{name: "23", modes: []string{"vepa", "vepa", "bridge"}, sends: []send{{"EXT", "bcast", "A", 0, 0, nil}}},
-	{name: "24", modes: []string{"bridge", "bridge", "vepa"}, sends: []send{{"EXT", "bcast", "A", 0, 0, nil}}},
-	{name: "25", modes: []string{"private", "vepa"}, sends: []send{{"EXT", "bcast", "A", 0, 0, nil}}},
-	{name: "26", modes: []string{"private", "private"}, sends: []send{{"EXT", "B", "A", 0, 0, nil}}},
-	{name: "27", modes: []string{"vepa", "bridge"}, sends: []send{{"EXT", "01:00:5e:44:55:66", "E", 0, 0, nil}}},
-	{name: "28", modes: []string{"vepa", "bridge", "private"}, sends: []send{{from: "EXT", frames: fragments("bcast")}}},
-	{name: "29", modes: []string{"vepa", "bridge"}, sends: []send{{from: "EXT", frames: fragments("A")}}},
-	{name: "31", modes: []string{"vepa", "bridge"}, sends: []send{{from: "EXT", frames: vlanTagged("A")}}},
-	{name: "40", modes: []string{"passthru"}, sends: []send{{"EXT", "U", "E", 0, 0, nil}, {"EXT", "bcast", "E", 0, 0, nil}}},
-	{name: "41", modes: []string{"vepa", "bridge"}, noBCQ: true, sends: []send{{"EXT", "bcast", "E", 0, 0, nil}}},
-	{name: "42", modes: []string{"vepa", "bridge"}, noBCQ: true, setup: "cutoff -1", sends: []send{{"EXT", "bcast", "E", 0, 0, nil}}},
-	{name: "30", modes: []string{"vepa", "bridge"}, sends: []send{{"EXT", "bcast", "E", 0x8808, 0, nil}}},
-	{name: "32", modes: []string{"bridge", "bridge"}, mtuB: 1400, sends: []send{
+	{name: "01_bridge_to_broadcast_with_bridge_vepa_no_hairpin", modes: []string{"bridge", "bridge", "vepa"}, sends: []send{{"A", "bcast", "A", 0, 0, nil}}},
+	{name: "02_bridge_to_broadcast_with_bridge_vepa_hairpin", hairpin: true, modes: []string{"bridge", "bridge", "vepa"}, sends: []send{{"A", "bcast", "A", 0, 0, nil}}},
+	{name: "03_vepa_to_broadcast_with_vepa_bridge_no_hairpin", modes: []string{"vepa", "vepa", "bridge"}, sends: []send{{"A", "bcast", "A", 0, 0, nil}}},
+	{name: "04_vepa_to_broadcast_with_vepa_bridge_hairpin", hairpin: true, modes: []string{"vepa", "vepa", "bridge"}, sends: []send{{"A", "bcast", "A", 0, 0, nil}}},
+	{name: "05_private_to_broadcast_with_vepa_bridge_hairpin", hairpin: true, modes: []string{"private", "vepa", "bridge"}, sends: []send{{"A", "bcast", "A", 0, 0, nil}}},
+	{name: "06_private_to_broadcast_with_vepa_bridge_no_hairpin", modes: []string{"private", "vepa", "bridge"}, sends: []send{{"A", "bcast", "A", 0, 0, nil}}},
+	{name: "07_vepa_to_broadcast_with_private_hairpin", hairpin: true, modes: []string{"vepa", "private"}, sends: []send{{"A", "bcast", "A", 0, 0, nil}}},
+	{name: "08_bridge_to_broadcast_with_private_no_hairpin", modes: []string{"bridge", "private"}, sends: []send{{"A", "bcast", "A", 0, 0, nil}}},
+	{name: "08_bridge_to_broadcast_with_private_hairpin", hairpin: true, modes: []string{"bridge", "private"}, sends: []send{{"A", "bcast", "A", 0, 0, nil}}},
+	{name: "09_bridge_to_allhosts_with_bridge_no_hairpin", modes: []string{"bridge", "bridge"}, sends: []send{{"A", "allhosts", "A", 0, 0, nil}}},
+	{name: "10_bridge_to_unjoined_group_with_bridge_no_hairpin", modes: []string{"bridge", "bridge"}, sends: []send{{"A", "group", "A", 0, 0, nil}}},
+	{name: "10_bridge_to_group_after_join_with_bridge_no_hairpin", modes: []string{"bridge", "bridge"}, setup: "B joins group", sends: []send{{"A", "group", "A", 0, 0, nil}}},
+	{name: "11_bridge_to_group_with_allmulticast_bridge_no_hairpin", modes: []string{"bridge", "bridge"}, setup: "B allmulti", sends: []send{{"A", "group", "A", 0, 0, nil}}},
+	{name: "12_bridge_to_bridge_unicast_no_hairpin", modes: []string{"bridge", "bridge"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
+	{name: "12_bridge_to_bridge_unicast_hairpin", hairpin: true, modes: []string{"bridge", "bridge"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
+	{name: "13_bridge_to_vepa_unicast_no_hairpin", modes: []string{"bridge", "vepa"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
+	{name: "13_bridge_to_vepa_unicast_hairpin", hairpin: true, modes: []string{"bridge", "vepa"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
+	{name: "14_vepa_to_bridge_unicast_no_hairpin", modes: []string{"vepa", "bridge"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
+	{name: "14_vepa_to_bridge_unicast_hairpin", hairpin: true, modes: []string{"vepa", "bridge"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
+	{name: "15_private_to_private_unicast_no_hairpin", modes: []string{"private", "private"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
+	{name: "15_private_to_private_unicast_hairpin", hairpin: true, modes: []string{"private", "private"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
+	{name: "16_vepa_to_vepa_unicast_no_hairpin", modes: []string{"vepa", "vepa"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
+	{name: "16_vepa_to_vepa_unicast_hairpin", hairpin: true, modes: []string{"vepa", "vepa"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
+	{name: "17_bridge_to_down_bridge_unicast_no_hairpin", modes: []string{"bridge", "bridge"}, setup: "B down", sends: []send{{"A", "B", "A", 0, 0, nil}}},
+	{name: "17_bridge_to_down_bridge_unicast_hairpin", hairpin: true, modes: []string{"bridge", "bridge"}, setup: "B down", sends: []send{{"A", "B", "A", 0, 0, nil}}},
+	{name: "18_bridge_to_lower_mac_no_hairpin", modes: []string{"bridge"}, sends: []send{{"A", "L", "A", 0, 0, nil}}},
+	{name: "18_bridge_to_lower_mac_hairpin", hairpin: true, modes: []string{"bridge"}, sends: []send{{"A", "L", "A", 0, 0, nil}}},
+	{name: "19_lower_to_vepa_unicast_no_hairpin", modes: []string{"vepa"}, sends: []send{{"LSTACK", "A", "L", 0, 0, nil}}},
+	{name: "19_lower_to_vepa_unicast_hairpin", hairpin: true, modes: []string{"vepa"}, sends: []send{{"LSTACK", "A", "L", 0, 0, nil}}},
+	{name: "20_ext_to_broadcast_with_private_vepa_bridge", modes: []string{"private", "vepa", "bridge"}, sends: []send{{"EXT", "bcast", "E", 0, 0, nil}}},
+	{name: "21_ext_to_vepa_unicast_with_vepa", modes: []string{"vepa", "vepa"}, sends: []send{{"EXT", "A", "E", 0, 0, nil}}},
+	{name: "22_ext_to_unknown_unicast_with_vepa_bridge", modes: []string{"vepa", "bridge"}, sends: []send{{"EXT", "U", "E", 0, 0, nil}}},
+	{name: "23_ext_as_vepa_to_broadcast_with_vepa_bridge", modes: []string{"vepa", "vepa", "bridge"}, sends: []send{{"EXT", "bcast", "A", 0, 0, nil}}},
+	{name: "24_ext_as_bridge_to_broadcast_with_bridge_vepa", modes: []string{"bridge", "bridge", "vepa"}, sends: []send{{"EXT", "bcast", "A", 0, 0, nil}}},
+	{name: "25_ext_as_private_to_broadcast_with_vepa", modes: []string{"private", "vepa"}, sends: []send{{"EXT", "bcast", "A", 0, 0, nil}}},
+	{name: "26_ext_as_private_to_private_unicast", modes: []string{"private", "private"}, sends: []send{{"EXT", "B", "A", 0, 0, nil}}},
+	{name: "27_ext_to_unjoined_group_with_vepa_bridge", modes: []string{"vepa", "bridge"}, sends: []send{{"EXT", "01:00:5e:44:55:66", "E", 0, 0, nil}}},
+	{name: "28_ext_fragments_to_broadcast_with_vepa_bridge_private", modes: []string{"vepa", "bridge", "private"}, sends: []send{{from: "EXT", frames: fragments("bcast")}}},
+	{name: "29_ext_fragments_to_vepa_unicast_with_bridge", modes: []string{"vepa", "bridge"}, sends: []send{{from: "EXT", frames: fragments("A")}}},
+	{name: "30_ext_to_broadcast_ethertype_8808_with_vepa_bridge", modes: []string{"vepa", "bridge"}, sends: []send{{"EXT", "bcast", "E", 0x8808, 0, nil}}},
+	{name: "31_ext_vlan_tagged_to_vepa_unicast_with_bridge", modes: []string{"vepa", "bridge"}, sends: []send{{from: "EXT", frames: vlanTagged("A")}}},
+	{name: "32_bridge_and_ext_1514_bytes_to_bridge_mtu_1400_no_hairpin", modes: []string{"bridge", "bridge"}, mtuB: 1400, sends: []send{
 		{"A", "bcast", "A", 0, 1514, nil}, {"A", "B", "A", 0, 1514, nil}, {"EXT", "bcast", "E", 0, 1514, nil}, {"EXT", "B", "E", 0, 1514, nil}}},
-	{name: "33", modes: []string{"bridge", "bridge"}, setup: "lower down", sends: []send{
+	{name: "33_lower_down_bridge_and_ext_to_bridge_and_broadcast_no_hairpin", modes: []string{"bridge", "bridge"}, setup: "lower down", sends: []send{
 		{"A", "bcast", "A", 0, 0, nil}, {"A", "B", "A", 0, 0, nil}, {"EXT", "bcast", "E", 0, 0, nil}}},
-	{name: "34", modes: []string{"source", "bridge"}, sources: []string{"E"}, sends: []send{{"EXT", "B", "E", 0, 0, nil}}},
-	{name: "35", modes: []string{"source", "bridge"}, sources: []string{"E"}, sends: []send{{"EXT", "bcast", "E", 0, 0, nil}}},
-	{name: "36", modes: []string{"source"}, sources: []string{"E"}, sends: []send{{"EXT", "A", "F", 0, 0, nil}}},
-	{name: "37", modes: []string{"source", "bridge"}, sources: []string{"E"}, nodst: true, sends: []send{
+	{name: "34_ext_listed_to_bridge_unicast_with_source", modes: []string{"source", "bridge"}, sources: []string{"E"}, sends: []send{{"EXT", "B", "E", 0, 0, nil}}},
+	{name: "35_ext_listed_to_broadcast_with_source_bridge", modes: []string{"source", "bridge"}, sources: []string{"E"}, sends: []send{{"EXT", "bcast", "E", 0, 0, nil}}},
+	{name: "36_ext_unlisted_to_source_unicast", modes: []string{"source"}, sources: []string{"E"}, sends: []send{{"EXT", "A", "F", 0, 0, nil}}},
+	{name: "37_ext_listed_to_bridge_unicast_and_broadcast_with_source_nodst", modes: []string{"source", "bridge"}, sources: []string{"E"}, nodst: true, sends: []send{
 		{"EXT", "B", "E", 0, 0, nil}, {"EXT", "bcast", "E", 0, 0, nil}}},
-	{name: "38", modes: []string{"source", "bridge"}, sources: []string{"E"}, sends: []send{{"B", "bcast", "B", 0, 0, nil}}},
-	{name: "39", modes: []string{"source"}, sources: []string{"E"}, sends: []send{{"EXT", "bcast", "A", 0, 0, nil}}},
+	{name: "38_bridge_to_broadcast_with_source_no_hairpin", modes: []string{"source", "bridge"}, sources: []string{"E"}, sends: []send{{"B", "bcast", "B", 0, 0, nil}}},
+	{name: "39_ext_as_source_to_broadcast", modes: []string{"source"}, sources: []string{"E"}, sends: []send{{"EXT", "bcast", "A", 0, 0, nil}}},
+	{name: "40_ext_to_unknown_unicast_and_broadcast_with_passthru", modes: []string{"passthru"}, sends: []send{{"EXT", "U", "E", 0, 0, nil}, {"EXT", "bcast", "E", 0, 0, nil}}},
+	{name: "41_ext_to_broadcast_with_vepa_bridge_no_broadcast_queue", modes: []string{"vepa", "bridge"}, noBCQ: true, sends: []send{{"EXT", "bcast", "E", 0, 0, nil}}},
+	{name: "42_ext_to_broadcast_with_vepa_bridge_no_broadcast_queue_bc_cutoff_minus_1", modes: []string{"vepa", "bridge"}, noBCQ: true, setup: "cutoff -1", sends: []send{{"EXT", "bcast", "E", 0, 0, nil}}},
 }
 
 // divergences lists, in one place, the cases where macvsw cannot give the
-// kernel's answer by design (BEHAVIOUR.md §8.3), each with its reason. A case listed
-// here is still run and printed, but its differences do not fail the test.
+// kernel's answer by design (switch/BEHAVIOUR.md §8.3), each with its
+// reason, by case name. A case listed here is still run and printed, but
+// its differences do not fail the test.
 var divergences = map[string]string{}
 
-// notCompared lists the spec cases this suite does not (yet) compare live,
-// with the reason and where the behaviour is tested instead, so that
-// nothing is skipped silently; the test prints it.
+// notCompared lists the cases of switch/BEHAVIOUR.md §8.2 that this suite
+// does not (yet) compare frame by frame, with the reason and where the
+// behaviour is tested instead, so that nothing is skipped silently; the
+// test prints it.
 var notCompared = []string{
 	"43: counters are compared live in TestCounters",
 	"44: a macvtap with no fd open passes frames to its own stack; a macvsw tap port always has its queue fds",
@@ -178,48 +245,61 @@ var notCompared = []string{
 	"57: control-plane refusals are compared live in TestControlRules",
 }
 
-// TestConformance runs every case against both implementations and prints
-// the table: case, kernel result, macvsw result, verdict.
+// TestConformance runs every case as a subtest against both
+// implementations and, when all have run, prints the table: case, send,
+// kernel result, macvsw result, verdict.
 func TestConformance(t *testing.T) {
 	if err := netlab.Available(); err != nil {
 		t.Skip(err)
 	}
-	var table strings.Builder
-	fmt.Fprintf(&table, "%-5s %-5s %-26s %-26s %s\n", "case", "send", "kernel", "macvsw", "verdict")
-	failed := 0
-	for _, c := range cases {
-		kernel, err := runCase(t, c, false)
-		if err != nil {
-			t.Fatalf("case %s, kernel: %v", c.name, err)
+	sum := newSummary("case", "send", "kernel", "macvsw", "verdict")
+	t.Cleanup(func() {
+		t.Logf("macvsw vs kernel macvlan, frame by frame:\n%s", sum)
+		t.Logf("not compared live here:\n  %s", strings.Join(notCompared, "\n  "))
+		t.Log(sum.tally("sends"))
+		if sum.len() > 0 && sum.count(verdictDiffers) == 0 && sum.count(verdictHarness) == 0 {
+			t.Logf("no divergence outside the documented list")
 		}
-		ours, err := runCase(t, c, true)
-		if err != nil {
-			t.Fatalf("case %s, macvsw: %v", c.name, err)
-		}
-		for i := range c.sends {
-			verdict := "same"
-			if kernel[i] != ours[i] {
-				if why, ok := divergences[c.name]; ok {
-					verdict = "known divergence: " + why
-				} else {
-					verdict = "DIFFERS"
-					failed++
-					t.Errorf("case %s send %d (%+v): kernel {%s}, macvsw {%s}", c.name, i, c.sends[i], kernel[i], ours[i])
-				}
-			}
-			fmt.Fprintf(&table, "%-5s %-5d %-26s %-26s %s\n", c.name, i, "{"+kernel[i]+"}", "{"+ours[i]+"}", verdict)
-		}
-	}
-	t.Logf("macvsw vs kernel macvlan, frame by frame:\n%s", table.String())
-	t.Logf("not compared live here:\n  %s", strings.Join(notCompared, "\n  "))
-	if failed == 0 {
-		t.Logf("%d cases, no divergence outside the documented list", len(cases))
+	})
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) { runCase(t, i, c, sum) })
 	}
 }
 
-// runCase builds one variant, applies the case's setup, sends its frames
-// and returns, per send, who saw the frame how often ("A:1 EXT:1").
-func runCase(t *testing.T, c ccase, macvsw bool) ([]string, error) {
+// runCase runs case c (the i-th) on both implementations, compares them
+// send by send and reports its rows to sum. A harness error fails the case
+// alone, with the failed step in its log and in its row.
+func runCase(t *testing.T, i int, c ccase, sum *summary) {
+	kernel, err := runVariant(t, c, false)
+	if err != nil {
+		sum.add(i*100, c.name, "-", "-", "-", verdictHarness+": kernel, "+stepOf(err))
+		t.Fatalf("kernel macvlan: %v", err)
+	}
+	ours, err := runVariant(t, c, true)
+	if err != nil {
+		sum.add(i*100, c.name, "-", "-", "-", verdictHarness+": macvsw, "+stepOf(err))
+		t.Fatalf("macvsw: %v", err)
+	}
+	for j, s := range c.sends {
+		verdict := verdictSame
+		if kernel[j] != ours[j] {
+			if why, ok := divergences[c.name]; ok {
+				verdict = verdictKnown + ": " + why
+			} else {
+				verdict = verdictDiffers
+				t.Errorf("send %d (%s): kernel {%s}, macvsw {%s}", j, s, kernel[j], ours[j])
+			}
+		}
+		sum.add(i*100+j, c.name, fmt.Sprintf("%d %s", j, s), "{"+kernel[j]+"}", "{"+ours[j]+"}", verdict)
+	}
+}
+
+// runVariant builds one implementation's lab for case c, applies the
+// case's setup, sends its frames and returns, per send, who saw the frame
+// how often ("A:1 EXT:1"). The lab is gone when it returns (and, should the
+// subtest stop early, when the subtest ends). An error names the step that
+// failed.
+func runVariant(t *testing.T, c ccase, macvsw bool) ([]string, error) {
 	specs := make([]netlab.SandboxSpec, len(c.modes))
 	for i, m := range c.modes {
 		specs[i] = netlab.SandboxSpec{Mode: m, ExactGroups: true}
@@ -236,33 +316,31 @@ func runCase(t *testing.T, c ccase, macvsw bool) ([]string, error) {
 	}
 	var v *netlab.Variant
 	var err error
+	what := "kernel"
 	if macvsw {
+		what = "macvsw"
 		v, err = netlab.BuildMacvsw("mvsc", macvswBin, t.TempDir(), c.hairpin, specs)
 	} else {
 		v, err = netlab.BuildKernel("mvsc", c.hairpin, specs)
 	}
-	defer func() {
-		if cerr := v.Close(); cerr != nil {
-			t.Errorf("case %s cleanup: %v", c.name, cerr)
-		}
-	}()
+	defer teardown(t, what, v)()
 	if err != nil {
-		return nil, err
+		return nil, step("build the lab", err)
 	}
 	// Setup first: it may recreate interfaces (a daemon restart).
 	if err := applySetup(v, c.setup, macvsw); err != nil {
-		return nil, err
+		return nil, step(fmt.Sprintf("setup %q", c.setup), err)
 	}
-	// IPv6 off everywhere: no autoconfiguration noise (BEHAVIOUR.md §8.1).
+	// IPv6 off everywhere: no autoconfiguration noise (switch/BEHAVIOUR.md §8.1).
 	for _, ns := range append(append([]string{}, v.Sandboxes...), v.Topo.Host, v.Topo.SW) {
 		v.Lab.Sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")
 	}
 	obs := map[string]*rawSocket{}
-	for name, i := range sandboxIndex {
-		if i < len(v.Sandboxes) {
+	for _, name := range []string{"A", "B", "C"} {
+		if i := sandboxIndex[name]; i < len(v.Sandboxes) {
 			s, err := openRaw(v.Sandboxes[i], "eth0")
 			if err != nil {
-				return nil, err
+				return nil, step("open the observer on "+name, err)
 			}
 			defer s.close()
 			obs[name] = s
@@ -270,13 +348,13 @@ func runCase(t *testing.T, c ccase, macvsw bool) ([]string, error) {
 	}
 	ext, err := openRaw(v.Topo.Host, "eth0")
 	if err != nil {
-		return nil, err
+		return nil, step("open the observer on EXT", err)
 	}
 	defer ext.close()
 	obs["EXT"] = ext
 	lstack, err := openRaw(v.Topo.SW, netlab.Lower)
 	if err != nil {
-		return nil, err
+		return nil, step("open the socket on the lower", err)
 	}
 	defer lstack.close()
 	time.Sleep(settle) // let link changes and ARP/IGMP noise pass
@@ -285,24 +363,20 @@ func runCase(t *testing.T, c ccase, macvsw bool) ([]string, error) {
 		for _, o := range obs {
 			o.drain(nil)
 		}
-		label := fmt.Sprintf("<mvsconf %s/%d %d>", c.name, i, time.Now().UnixNano())
-		et := s.etherType
-		if et == 0 {
-			et = etherTypeTest
-		}
-		var frames [][]byte
-		if s.frames != nil {
-			frames = s.frames(label)
-		} else {
-			frames = [][]byte{frame(macOf(s.dst), macOf(s.src), et, label, s.size)}
+		frames, label, err := buildSend(c, i, time.Now().UnixNano())
+		if err != nil {
+			return nil, step(fmt.Sprintf("build send %d (%s)", i, s), err)
 		}
 		sender := lstack
 		if s.from != "LSTACK" {
 			sender = obs[s.from]
 		}
+		if sender == nil {
+			return nil, step(fmt.Sprintf("send %d (%s)", i, s), fmt.Errorf("no participant %q in this case", s.from))
+		}
 		for _, f := range frames {
 			if err := sender.send(f); err != nil {
-				return nil, fmt.Errorf("send %d from %s: %w", i, s.from, err)
+				return nil, step(fmt.Sprintf("send %d (%s)", i, s), err)
 			}
 		}
 		time.Sleep(settle)
@@ -316,6 +390,33 @@ func runCase(t *testing.T, c ccase, macvsw bool) ([]string, error) {
 		out = append(out, strings.Join(seen, " "))
 	}
 	return out, nil
+}
+
+// buildSend builds the frames of c's send i, labelled so that observers
+// can tell them from any other traffic, and returns them with the label.
+// Every frame must carry the whole label: one that does not fit would be
+// cut short and then seen by nobody, on both sides alike.
+func buildSend(c ccase, i int, nonce int64) ([][]byte, string, error) {
+	s := c.sends[i]
+	// Short: a 60-byte frame has 46 bytes for it. The case number is
+	// enough, each lab is the case's own.
+	label := fmt.Sprintf("<mvsconf %s/%d %d>", c.name[:2], i, nonce)
+	et := s.etherType
+	if et == 0 {
+		et = etherTypeTest
+	}
+	var frames [][]byte
+	if s.frames != nil {
+		frames = s.frames.build(label)
+	} else {
+		frames = [][]byte{frame(macOf(s.dst), macOf(s.src), et, label, s.size)}
+	}
+	for k, f := range frames {
+		if !bytes.Contains(f, []byte(label)) {
+			return nil, "", fmt.Errorf("frame %d (%d bytes) does not hold the whole label %q", k, len(f), label)
+		}
+	}
+	return frames, label, nil
 }
 
 // applySetup performs a case's setup on either implementation: the kernel
@@ -353,10 +454,13 @@ func applySetup(v *netlab.Variant, setup string, macvsw bool) error {
 		if macvsw {
 			// broadcast.cutoff is a start-up setting: rewrite the file and
 			// restart the daemon.
+			text := strings.Replace(v.ConfigText, "broadcast: {queue_len: 0}", "broadcast: {queue_len: 0, cutoff: -1}", 1)
+			if text == v.ConfigText {
+				return fmt.Errorf("no \"broadcast: {queue_len: 0}\" line to add the cutoff to in:\n%s", v.ConfigText)
+			}
 			if err := v.StopDaemon(); err != nil {
 				return err
 			}
-			text := strings.Replace(v.ConfigText, "broadcast: {queue_len: 0}", "broadcast: {queue_len: 0, cutoff: -1}", 1)
 			if err := os.WriteFile(v.ConfigPath, []byte(text), 0o600); err != nil {
 				return err
 			}
@@ -378,10 +482,11 @@ func applySetup(v *netlab.Variant, setup string, macvsw bool) error {
 }
 
 // fragments returns a builder of the two IPv4 fragments of a 2808-byte UDP
-// datagram from the LAN host to dst (BEHAVIOUR.md §8.2 cases 28, 29); the label is in
-// both fragments, so a port that gets them unreassembled counts two.
-func fragments(dst string) func(label string) [][]byte {
-	return func(label string) [][]byte {
+// datagram from the LAN host to dst (switch/BEHAVIOUR.md §8.2, cases 28
+// and 29); the label is in both fragments, so a port that gets them
+// unreassembled counts two.
+func fragments(dst string) *frameBuilder {
+	return &frameBuilder{desc: "2 IPv4 fragments to " + dst, build: func(label string) [][]byte {
 		payload := make([]byte, 2800)
 		copy(payload, label)
 		copy(payload[1600:], label)
@@ -414,7 +519,7 @@ func fragments(dst string) func(label string) [][]byte {
 			out = append(out, f)
 		}
 		return out
-	}
+	}}
 }
 
 func ipChecksum(b []byte) uint16 {
@@ -429,8 +534,8 @@ func ipChecksum(b []byte) uint16 {
 }
 
 // vlanTagged returns a builder of an 802.1Q (VID 100) frame to dst (case 31).
-func vlanTagged(dst string) func(label string) [][]byte {
-	return func(label string) [][]byte {
+func vlanTagged(dst string) *frameBuilder {
+	return &frameBuilder{desc: "802.1Q VID 100 to " + dst, build: func(label string) [][]byte {
 		f := make([]byte, 64)
 		copy(f[0:6], macOf(dst))
 		copy(f[6:12], macOf("E"))
@@ -439,5 +544,5 @@ func vlanTagged(dst string) func(label string) [][]byte {
 		binary.BigEndian.PutUint16(f[16:], etherTypeTest)
 		copy(f[18:], label)
 		return [][]byte{f}
-	}
+	}}
 }

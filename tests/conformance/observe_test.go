@@ -111,5 +111,5 @@ func frame(dst, src net.HardwareAddr, etherType uint16, label string, size int) 
 }
 
 // settle is how long a case waits for floods, which both the kernel and
-// macvsw deliver asynchronously (BEHAVIOUR.md §8.1: at least 0.5 s).
+// macvsw deliver asynchronously (switch/BEHAVIOUR.md §8.1: at least 0.5 s).
 const settle = 500 * time.Millisecond
