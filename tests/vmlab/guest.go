@@ -48,7 +48,7 @@ type Iface struct {
 	// -device virtio-net-pci,mac=...).
 	MAC string
 	// Addrs are CIDR addresses to add, e.g. "10.1.0.1/24" or "fd00::1/64"
-	// (IPv6 addresses are added with nodad).
+	// (duplicate address detection is off, so IPv6 ones work at once).
 	Addrs []string
 	// MTU, if not zero, is set before the link goes up.
 	MTU int
@@ -410,16 +410,15 @@ byname() {
 		if ifc.MTU != 0 {
 			fmt.Fprintf(&b, "ip link set dev $d mtu %d\n", ifc.MTU)
 		}
+		// busybox ip knows no nodad: turn duplicate address detection off
+		// so that IPv6 addresses work at once.
+		b.WriteString("echo 0 >/proc/sys/net/ipv6/conf/$d/accept_dad 2>/dev/null || true\n")
 		for _, a := range ifc.Addrs {
 			p, err := netip.ParsePrefix(a)
 			if err != nil {
 				return "", fmt.Errorf("bad address %q: %w", a, err)
 			}
-			nodad := ""
-			if p.Addr().Is6() {
-				nodad = " nodad"
-			}
-			fmt.Fprintf(&b, "ip addr add %s dev $d%s\n", p, nodad)
+			fmt.Fprintf(&b, "ip addr add %s dev $d\n", p)
 		}
 		b.WriteString("ip link set dev $d up\n")
 	}
