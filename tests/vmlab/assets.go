@@ -61,9 +61,9 @@ var (
 
 // PrepareAssets returns the guest kernel and base initramfs, building them
 // on first use into CacheDir() and reusing them afterwards. The cache key is
-// the kernel version Debian's linux-image-amd64 depends on (asked of
-// apt-cache, which needs `apt-get update` to have run once; without an
-// answer the newest complete entry in the cache is used). Building runs
+// the kernel version Debian's linux-image-amd64 depends on, asked of
+// apt-cache (which needs `apt-get update` to have run once) at most once a
+// day; without an answer the newest complete entry in the cache is used. Building runs
 // `apt-get download linux-image-VERSION busybox-static` and `dpkg-deb -x` in
 // a temporary directory; nothing is installed. Concurrent callers, in this
 // process or others, are serialised by a lock file in the cache directory.
@@ -83,6 +83,16 @@ func PrepareAssets(ctx context.Context) (*Assets, error) {
 	}
 	defer unlock()
 
+	// Asking apt costs a second or two: trust the last answer for a day.
+	current := filepath.Join(dir, "current-"+assetFormat)
+	if fi, err := os.Stat(current); err == nil && time.Since(fi.ModTime()) < 24*time.Hour {
+		if b, err := os.ReadFile(current); err == nil {
+			if a, err := loadEntry(filepath.Join(dir, strings.TrimSpace(string(b))+"-"+assetFormat)); err == nil {
+				assetsMemo[dir] = a
+				return a, nil
+			}
+		}
+	}
 	kver, verr := debianKernelVersion(ctx)
 	if verr != nil {
 		a, err := newestEntry(dir)
@@ -93,13 +103,14 @@ func PrepareAssets(ctx context.Context) (*Assets, error) {
 		return a, nil
 	}
 	entry := filepath.Join(dir, kver+"-"+assetFormat)
-	if a, err := loadEntry(entry); err == nil {
-		assetsMemo[dir] = a
-		return a, nil
-	}
-	a, err := buildEntry(ctx, dir, entry, kver)
+	a, err := loadEntry(entry)
 	if err != nil {
-		return nil, fmt.Errorf("vmlab: building guest assets for kernel %s: %w", kver, err)
+		if a, err = buildEntry(ctx, dir, entry, kver); err != nil {
+			return nil, fmt.Errorf("vmlab: building guest assets for kernel %s: %w", kver, err)
+		}
+	}
+	if err := os.WriteFile(current, []byte(kver+"\n"), 0o644); err != nil {
+		return nil, err
 	}
 	assetsMemo[dir] = a
 	return a, nil

@@ -161,7 +161,7 @@ func Boot(ctx context.Context, opts Options) (*Guest, error) {
 // Start starts QEMU and returns without waiting for the guest to boot;
 // WaitReady waits. Use it to boot several guests in parallel, or to start a
 // QEMU that listens (server=on) before the guest that connects to it.
-func Start(ctx context.Context, opts Options) (g *Guest, err error) {
+func Start(ctx context.Context, opts Options) (_ *Guest, err error) {
 	if opts.Name == "" {
 		opts.Name = "guest"
 	}
@@ -191,7 +191,7 @@ func Start(ctx context.Context, opts Options) (g *Guest, err error) {
 
 	var tok [6]byte
 	rand.Read(tok[:])
-	g = &Guest{
+	g := &Guest{
 		Name:      opts.Name,
 		opts:      opts,
 		token:     hex.EncodeToString(tok[:]),

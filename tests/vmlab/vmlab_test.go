@@ -521,3 +521,39 @@ func TestSetupScript(t *testing.T) {
 		}
 	}
 }
+
+// TestNetnsBootFailures: a QEMU that refuses its arguments, and a boot
+// whose ctx ends first, both return errors and leave no process behind.
+func TestNetnsBootFailures(t *testing.T) {
+	Require(t)
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	a := assets(t, ctx)
+
+	_, err := Boot(ctx, Options{Name: "gbad", Assets: a, QEMUArgs: []string{"-netdev", "stream,id=n0,addr.type=unix,addr.path=/nonexistent/x,no-such-option=1"}})
+	if err == nil || !strings.Contains(err.Error(), "no-such-option") {
+		t.Errorf("bad -netdev: err = %v; want QEMU's complaint in it", err)
+	}
+
+	g, err := Start(ctx, Options{Name: "gslow", Assets: a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, dir := g.PID(), g.Dir()
+	short, scancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	err = g.WaitReady(short)
+	scancel()
+	if err == nil {
+		t.Fatal("booted in 0.5 s under TCG?")
+	}
+	if err := g.Close(); err != nil {
+		t.Error(err)
+	}
+	if err := syscall.Kill(pid, 0); err != syscall.ESRCH {
+		t.Errorf("qemu pid %d still there after Close: %v", pid, err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("%s still there after Close: %v", dir, err)
+	}
+}
