@@ -2,12 +2,14 @@ package vmlab
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -555,5 +557,47 @@ func TestNetnsBootFailures(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("%s still there after Close: %v", dir, err)
+	}
+}
+
+// TestReadModule decompresses .ko.gz in Go and .ko.xz with xz-utils' xz
+// (PrepareAssets uses the downloaded busybox's xz applet; this machine may
+// have only xz).
+func TestReadModule(t *testing.T) {
+	dir := t.TempDir()
+	body := bytes.Repeat([]byte("\x7fELF module body "), 100)
+	plain := filepath.Join(dir, "a.ko")
+	if err := os.WriteFile(plain, body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(body)
+	zw.Close()
+	if err := os.WriteFile(filepath.Join(dir, "b.ko.gz"), gz.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	paths := []string{plain, filepath.Join(dir, "b.ko.gz")}
+	if _, err := exec.LookPath("xz"); err == nil {
+		xzp := filepath.Join(dir, "c.ko")
+		os.WriteFile(xzp, body, 0o644)
+		if out, err := exec.Command("xz", xzp).CombinedOutput(); err != nil {
+			t.Fatalf("xz: %v %s", err, out)
+		}
+		paths = append(paths, xzp+".xz")
+	} else {
+		t.Log("no xz here: .ko.xz not tested")
+	}
+	for _, p := range paths {
+		got, err := readModule(context.Background(), filepath.Join(dir, "no-busybox"), p)
+		if err != nil || !bytes.Equal(got, body) {
+			t.Errorf("%s: %d bytes, %v", filepath.Base(p), len(got), err)
+		}
+	}
+	if n := modName("/x/net_failover.ko.xz"); n != "net_failover" {
+		t.Errorf("modName = %q", n)
+	}
+	if n := modName("kernel/drivers/virtio/virtio-pci.ko"); n != "virtio_pci" {
+		t.Errorf("modName = %q", n)
 	}
 }
