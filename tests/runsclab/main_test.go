@@ -123,3 +123,22 @@ func TestBuildRejectsBadVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildFailureSaysWhy: a build that cannot happen fails, naming the
+// step and carrying the go command's complaint. GOPROXY=off keeps it off
+// the network: the version is not in the module cache, so resolving fails.
+func TestBuildFailureSaysWhy(t *testing.T) {
+	t.Setenv(CacheEnv, t.TempDir())
+	t.Setenv("GOPROXY", "off")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const v = "v0.0.0-20000101000000-000000000000"
+	_, err := Build(ctx, v)
+	if err == nil {
+		t.Fatal("Build of a gVisor version that cannot be fetched succeeded")
+	}
+	if !strings.Contains(err.Error(), "runsc build (resolve modules)") || !strings.Contains(err.Error(), "GOPROXY=off") {
+		t.Errorf("the error does not say which step failed and why: %v", err)
+	}
+	t.Logf("%v", err)
+}

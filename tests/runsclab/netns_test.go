@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -352,5 +354,34 @@ func TestNetnsRunscIperf(t *testing.T) {
 	t.Logf("veth iperf3 peer -> sandbox: %.2f Gbit/s, %d retransmits", down.Gbps, down.Retransmits)
 	if up.Gbps <= 0 || down.Gbps <= 0 {
 		t.Errorf("no throughput: up %+v down %+v", up, down)
+	}
+}
+
+// TestNetnsRunscStartFailure: a container whose process cannot start makes
+// Start fail with runsc's reason and debug logs, and leaves no directory
+// and no process behind.
+func TestNetnsRunscStartFailure(t *testing.T) {
+	bin, lab := newLab(t)
+	sb, err := lab.AddNS("sb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := "rl-fail-" + randHex(3)
+	s, err := Start(context.Background(), Config{Runsc: bin.Path, NetNS: sb, ID: id, Args: []string{"/nonexistent/program"}})
+	if err == nil {
+		s.Close()
+		t.Fatal("Start of a missing program succeeded")
+	}
+	msg := err.Error()
+	head := strings.SplitN(msg, "\n", 4)
+	t.Logf("Start error (%d bytes), begins:\n%s", len(msg), strings.Join(head[:min(3, len(head))], "\n"))
+	if !strings.Contains(msg, "/nonexistent/program") || !strings.Contains(msg, "--- debug logs ---") {
+		t.Errorf("the error lacks the reason or the logs:\n%s", tail(msg, 3000))
+	}
+	if dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "runsclab-"+id+"-*")); len(dirs) != 0 {
+		t.Errorf("left behind %v", dirs)
+	}
+	if out, _ := exec.Command("pgrep", "-f", id).Output(); len(out) != 0 {
+		t.Errorf("left processes behind: %s", out)
 	}
 }

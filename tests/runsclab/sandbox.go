@@ -140,7 +140,7 @@ func Start(ctx context.Context, cfg Config) (*Sandbox, error) {
 	}
 	if runErr != nil {
 		runOut, _ := os.ReadFile(filepath.Join(dir, "run.out"))
-		logs := s.Logs(3000)
+		logs := s.LogSummary()
 		s.Close()
 		return nil, fmt.Errorf("runsc run %s in %s: %w\n%s\n--- debug logs ---\n%s", id, nsPath, runErr, tail(string(runOut), 2000), logs)
 	}
@@ -361,6 +361,36 @@ func (s *Sandbox) Logs(max int) string {
 			text = tail(text, max)
 		}
 		fmt.Fprintf(&b, "=== %s ===\n%s\n", n, text)
+	}
+	return b.String()
+}
+
+// glogLevelRE matches a warning, error or fatal line of runsc's text logs
+// ("W1201 15:33:51.065891 1 file.go:62] ...").
+var glogLevelRE = regexp.MustCompile(`^[WEF]\d{4} `)
+
+// LogSummary is for a failed test: per debug log file, its warnings and
+// errors (at most 40) and its last 30 lines.
+func (s *Sandbox) LogSummary() string {
+	ents, _ := os.ReadDir(s.LogDir())
+	var b strings.Builder
+	for _, e := range ents {
+		data, err := os.ReadFile(filepath.Join(s.LogDir(), e.Name()))
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+		var warn []string
+		for _, l := range lines {
+			if glogLevelRE.MatchString(l) && len(warn) < 40 {
+				warn = append(warn, l)
+			}
+		}
+		if len(lines) > 30 {
+			lines = lines[len(lines)-30:]
+		}
+		fmt.Fprintf(&b, "=== %s: warnings and errors ===\n%s\n=== %s: last lines ===\n%s\n",
+			e.Name(), strings.Join(warn, "\n"), e.Name(), strings.Join(lines, "\n"))
 	}
 	return b.String()
 }

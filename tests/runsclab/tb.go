@@ -43,8 +43,8 @@ func RequireRunsc(tb testing.TB) *Binary {
 }
 
 // StartTB starts a sandbox for a test and fails it on error. Cleanup closes
-// the sandbox, and first, if the test failed, logs the tail of each runsc
-// debug log.
+// the sandbox, and first, if the test failed, logs the warnings and the
+// last lines of each runsc debug log (LogSummary).
 func StartTB(tb testing.TB, cfg Config) *Sandbox {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -55,7 +55,7 @@ func StartTB(tb testing.TB, cfg Config) *Sandbox {
 	}
 	tb.Cleanup(func() {
 		if tb.Failed() {
-			tb.Logf("runsc debug logs of sandbox %s (%s), tails:\n%s", s.ID, s.LogDir(), s.Logs(6000))
+			tb.Logf("runsc debug logs of sandbox %s (%s):\n%s", s.ID, s.LogDir(), s.LogSummary())
 		}
 		if err := s.Close(); err != nil {
 			tb.Errorf("close sandbox %s: %v", s.ID, err)
