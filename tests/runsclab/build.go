@@ -134,6 +134,19 @@ func Build(ctx context.Context, version string) (*Binary, error) {
 	}
 	defer unlock()
 
+	// Under the lock nobody else is building this version: what a killed
+	// builder left (its module directory, a half-written binary) can go.
+	if stale, _ := filepath.Glob(filepath.Join(dir, "module-*")); len(stale) > 0 {
+		for _, p := range stale {
+			os.RemoveAll(p)
+		}
+	}
+	if stale, _ := filepath.Glob(filepath.Join(dir, "runsc.tmp-*")); len(stale) > 0 {
+		for _, p := range stale {
+			os.Remove(p)
+		}
+	}
+
 	bin := &Binary{Path: filepath.Join(dir, "runsc"), Version: version}
 	if _, err := os.Stat(bin.Path); err == nil {
 		if err := checkVersion(ctx, bin.Path, version); err == nil {

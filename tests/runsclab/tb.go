@@ -2,6 +2,7 @@ package runsclab
 
 import (
 	"context"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -23,15 +24,17 @@ func Pinned(ctx context.Context) (*Binary, error) {
 	return pinned.bin, pinned.err
 }
 
-// RequireRunsc skips tb when sandboxes cannot run here (not root, no
-// network namespaces), and otherwise returns the pinned runsc, failing tb
-// (never skipping) if it cannot be built. The first call may build for
-// minutes; a TestMain that calls Pinned first keeps that out of the test's
-// time.
+// RequireRunsc skips tb when not root, and otherwise returns the pinned
+// runsc, failing tb (never skipping) if namespaces cannot be made or runsc
+// cannot be built. The first call may build for minutes; a TestMain that
+// calls Pinned first keeps that out of the test's time.
 func RequireRunsc(tb testing.TB) *Binary {
 	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Skip("runsc sandboxes need root: they join network namespaces and read the host's / as rootfs")
+	}
 	if err := netlab.Available(); err != nil {
-		tb.Skipf("runsc sandboxes need root and network namespaces: %v", err)
+		tb.Fatalf("root, but no network namespaces here: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
