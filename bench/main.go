@@ -133,7 +133,7 @@ func runVariant(v string) (res result, err error) {
 			}
 		}
 	case "tap", "afpacket":
-		cfg := fmt.Sprintf("lower: {interface: %s, queues: 1}\ncontrol: {socket: /run/%s.sock}\nlog: {level: warn}\nports:\n", netlab.Lower, lab.Prefix)
+		cfg := fmt.Sprintf("lower: {interface: %s, queues: 1}\ncontrol: {socket: /run/%s/macvsw.sock}\nlog: {level: warn}\nports:\n", netlab.Lower, lab.Prefix)
 		for i := range sb {
 			cfg += fmt.Sprintf("  - {name: p%d, mode: bridge, mac: %s, queues: %d, ", i, netlab.SandboxMAC(i), *queues)
 			if v == "tap" {
@@ -156,6 +156,7 @@ func runVariant(v string) (res result, err error) {
 			return res, err
 		}
 		defer os.Remove(path)
+		defer os.RemoveAll("/run/" + lab.Prefix)
 		args := []string{*bin, "run", "--config", path}
 		d, err := lab.Start(topo.SW, os.Stderr, os.Stderr, args...)
 		if err != nil {

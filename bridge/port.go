@@ -79,6 +79,7 @@ func (s *Switch) AddPort(cfg vswitch.PortConfig, ep stack.LinkEndpoint, opts Por
 	}
 	p.syncCarrier()
 	s.log.Info("port up", "port", cp.Name(), "mode", cp.Mode(), "mac", cp.MAC(), "queues", cp.NumQueues())
+	s.event(cp.Name(), EventPortAdded, "mode %s mac %s queues %d", cp.Mode(), cp.MAC(), cp.NumQueues())
 	return p, nil
 }
 
@@ -165,6 +166,7 @@ func (s *Switch) removePort(p *Port, closeEP bool) error {
 	}
 	err := s.core.RemovePort(p.core)
 	s.log.Info("port removed", "port", p.core.Name())
+	s.event(p.core.Name(), EventPortRemoved, "")
 	return err
 }
 
@@ -247,14 +249,24 @@ func (p *Port) linkChanged(up bool, mtu uint32, mac tcpip.LinkAddress) {
 		if c.MAC != nil || c.MTU != nil {
 			if err := s.core.Update(p.core, c); err != nil {
 				s.log.Warn("device change refused; restoring the port's", "port", name, "mac", mac, "mtu", mtu, "err", err)
+				s.event(name, EventDeviceRefused, "%v", err)
 				_ = p.configureDevice(cur, vswitch.PortConfig{})
 			} else {
 				s.log.Info("port follows its device", "port", name, "mac", p.core.MAC(), "mtu", p.core.MTU())
+				s.event(name, EventDeviceChange, "mac %s mtu %d", p.core.MAC(), p.core.MTU())
 			}
 		}
 	}
+	was := p.core.LinkUp()
 	if err := s.core.SetLinkUp(p.core, up); err != nil {
 		s.log.Warn("port link up refused", "port", name, "err", err)
+		s.event(name, EventDeviceRefused, "link up: %v", err)
+	} else if was != up {
+		if up {
+			s.event(name, EventLinkUp, "")
+		} else {
+			s.event(name, EventLinkDown, "")
+		}
 	}
 	p.syncCarrierLocked()
 }

@@ -33,6 +33,37 @@ type Options struct {
 	FragmentTick time.Duration
 	// Logger receives state changes; nil discards.
 	Logger *slog.Logger
+	// OnEvent, if set, hears every state change the Switch sees or makes
+	// (see Event). It runs on the goroutine that noticed, must not block
+	// and must not call back into the Switch.
+	OnEvent func(Event)
+}
+
+// Event is a state change: of the lower, of a port's device, of a port.
+type Event struct {
+	Time   time.Time `json:"time"`
+	Port   string    `json:"port,omitempty"` // "" for the lower
+	Type   string    `json:"type"`           // see the Event* constants
+	Detail string    `json:"detail,omitempty"`
+}
+
+// Event types.
+const (
+	EventLowerUp       = "lower_up"
+	EventLowerDown     = "lower_down"
+	EventLinkUp        = "link_up"        // the port's device is there and up again
+	EventLinkDown      = "link_down"      // the port's device is gone or set down
+	EventDeviceChange  = "device_change"  // the port took a MAC or MTU set on its device
+	EventDeviceRefused = "device_refused" // a MAC or MTU set on the device was refused and undone
+	EventPortAdded     = "port_added"
+	EventPortRemoved   = "port_removed"
+)
+
+func (s *Switch) event(port, typ, format string, args ...any) {
+	if s.opts.OnEvent == nil {
+		return
+	}
+	s.opts.OnEvent(Event{Time: time.Now(), Port: port, Type: typ, Detail: fmt.Sprintf(format, args...)})
 }
 
 // Switch runs a whole macvsw switch inside a program: the forwarding core
@@ -188,6 +219,13 @@ func (s *Switch) lowerLinkChanged(up bool, mtu uint32, mac tcpip.LinkAddress) {
 	s.mu.Unlock()
 	if la == nil {
 		return
+	}
+	if _, _, was := s.core.LowerState(); was != up {
+		if up {
+			s.event("", EventLowerUp, "mtu %d", mtu)
+		} else {
+			s.event("", EventLowerDown, "")
+		}
 	}
 	s.core.SetLowerState(up)
 	if la.mtu == 0 && mtu != 0 {

@@ -151,19 +151,68 @@ type Port struct {
 
 	Tap      *TapPort
 	AFPacket *AFPacketPort
+	Socket   *SocketPort
 }
 
-// TapPort is a tap device moved into a network namespace.
+// Kind names the port's kind: "tap", "afpacket" or "socket" ("" if none).
+func (p *Port) Kind() string {
+	switch {
+	case p.Tap != nil:
+		return "tap"
+	case p.AFPacket != nil:
+		return "afpacket"
+	case p.Socket != nil:
+		return "socket"
+	}
+	return ""
+}
+
+// TapPort is a tap device macvsw creates in a network namespace.
 type TapPort struct {
 	Netns     string         // path of a named netns, e.g. /var/run/netns/NAME
 	Ifname    string         // name inside the netns; default: the port name
 	Addresses []netip.Prefix // addresses assigned to it, e.g. 10.0.0.2/24
+	Routes    []Route        // routes through it, added with the addresses
 	Offloads  bool           // virtio-net header offloads (IFF_VNET_HDR)
+	// Adopt lets the port take over an existing tap of that name, which
+	// macvsw then never deletes; otherwise an existing interface is an
+	// error.
+	Adopt bool
+	// LoUp brings up lo in the namespace when macvsw creates the tap
+	// (default true: a fresh namespace, and runsc, have no loopback
+	// otherwise).
+	LoUp bool
+}
+
+// Route is a route through a tap, as `ip route add TO via VIA metric M`.
+type Route struct {
+	To     netip.Prefix // destination; 0.0.0.0/0 or ::/0 for a default route
+	Via    netip.Addr   // gateway; zero for an on-link route
+	Metric int
 }
 
 // AFPacketPort is an existing interface attached with an AF_PACKET socket.
 type AFPacketPort struct {
 	Interface string
+	Netns     string // path of its network namespace; "" is the daemon's
+}
+
+// SocketType is the framing of a socket port.
+type SocketType string
+
+// The socket port framings, as QEMU's -netdev names them.
+const (
+	SocketStream SocketType = "stream" // a 4-byte big-endian length before each frame
+	SocketDgram  SocketType = "dgram"  // one frame per datagram
+)
+
+// SocketPort is a unix socket a VM or a user-mode guest connects to (or
+// that macvsw connects to): QEMU's -netdev stream or dgram.
+type SocketPort struct {
+	Type    SocketType
+	Listen  string // path macvsw listens on (stream) or binds (dgram)
+	Connect string // stream: path of a listening peer (QEMU server=on)
+	Peer    string // dgram: the peer's bound path
 }
 
 // SwitchConfig returns what the switch core makes of the port.
@@ -227,7 +276,7 @@ func DefaultPort() Port {
 
 // defaultTap returns a tap port's defaults; Ifname is filled with the port
 // name by the loader when the file gives none.
-func defaultTap() TapPort { return TapPort{Offloads: true} }
+func defaultTap() TapPort { return TapPort{Offloads: true, LoUp: true} }
 
 // BroadcastQueueLen returns the broadcast queue length the switch uses: the
 // largest of Broadcast.QueueLen and every port's BCQueueLen, as the kernel's

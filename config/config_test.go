@@ -239,7 +239,7 @@ ports:
 	{"missing port kind", `lower: {interface: eth0}
 ports:
   - name: p0
-`, ErrMissing, "t.yaml:3:5: ports[0]: no port kind: set tap or afpacket", nil},
+`, ErrMissing, "t.yaml:3:5: ports[0]: no port kind: set tap, afpacket or socket", nil},
 	{"missing tap netns", `lower: {interface: eth0}
 ports:
   - name: p0
@@ -278,7 +278,7 @@ ports:
   - name: p0
     tap: {netns: /var/run/netns/a}
     afpacket: {interface: veth0}
-`, ErrConflict, "t.yaml:5:5: ports[0].afpacket: a port is either tap or afpacket, not both", nil},
+`, ErrConflict, "t.yaml:3:5: ports[0]: a port is one of tap, afpacket or socket, not several", nil},
 	{"source_macs on vepa", `lower: {interface: eth0}
 ports:
   - name: p0
@@ -437,7 +437,7 @@ func TestDefaults(t *testing.T) {
 	p := DefaultPort()
 	p.Name = "p0"
 	p.MAC = c.Ports[0].MAC // random; checked below
-	p.Tap = &TapPort{Netns: "/var/run/netns/p0", Ifname: "p0", Offloads: true}
+	p.Tap = &TapPort{Netns: "/var/run/netns/p0", Ifname: "p0", Offloads: true, LoUp: true}
 	want.Ports = []Port{p}
 	if !c.Equal(want) {
 		t.Errorf("Load(minimal.yaml) =\n%s\nwant\n%s", mustMarshal(t, c), mustMarshal(t, want))
@@ -531,16 +531,16 @@ func TestExample(t *testing.T) {
 			MTU: 1500, Queues: 4, QueueLen: 2048, AllMulticast: false,
 			Multicast:  []vswitch.MAC{mac("01:00:5e:00:00:01"), mac("33:33:00:00:00:01")},
 			BCQueueLen: 500,
-			Tap: &TapPort{Netns: "/var/run/netns/vm1", Ifname: "eth0", Offloads: true,
+			Tap: &TapPort{Netns: "/var/run/netns/vm1", Ifname: "eth0", Offloads: true, LoUp: true,
 				Addresses: []netip.Prefix{netip.MustParsePrefix("10.0.0.2/24"), netip.MustParsePrefix("fd00::2/64")}},
 		}, {
 			Name: "vm2", Mode: vswitch.ModeBridge, MAC: c.Ports[1].MAC,
 			Queues: 1, QueueLen: 1000, AllMulticast: true, BCQueueLen: 1000,
-			Tap: &TapPort{Netns: "/var/run/netns/vm2", Ifname: "vm2", Offloads: true},
+			Tap: &TapPort{Netns: "/var/run/netns/vm2", Ifname: "vm2", Offloads: true, LoUp: true},
 		}, {
 			Name: "isolated", Mode: vswitch.ModePrivate, MAC: mac("02:00:00:00:00:03"),
 			Queues: 1, QueueLen: 1000, AllMulticast: true, BCQueueLen: 1000,
-			Tap: &TapPort{Netns: "/var/run/netns/isolated", Ifname: "isolated", Offloads: false},
+			Tap: &TapPort{Netns: "/var/run/netns/isolated", Ifname: "isolated", Offloads: false, LoUp: true},
 		}, {
 			Name: "capture", Mode: vswitch.ModeSource, MAC: mac("02:00:00:00:00:04"),
 			Queues: 1, QueueLen: 1000, AllMulticast: true, BCQueueLen: 1000,
@@ -627,7 +627,25 @@ func TestValidateBuiltInCode(t *testing.T) {
 	}
 }
 
-type fakeInfo struct{ fs.FileInfo }
+// fakeHost knows which namespaces and interfaces exist.
+type fakeHost struct {
+	exists map[string]bool
+	broken map[string]error
+}
+
+func (h fakeHost) NetNS(path string) error { return h.lookup(path) }
+
+func (h fakeHost) Interface(netns, name string) error { return h.lookup(netns + "/" + name) }
+
+func (h fakeHost) lookup(k string) error {
+	if err := h.broken[k]; err != nil {
+		return err
+	}
+	if h.exists[k] {
+		return nil
+	}
+	return &fs.PathError{Op: "lookup", Path: k, Err: fs.ErrNotExist}
+}
 
 func TestCheckHost(t *testing.T) {
 	const in = `lower: {interface: eth0}
@@ -644,34 +662,28 @@ ports:
 	if err != nil {
 		t.Fatal(err)
 	}
-	exists := map[string]bool{"/var/run/netns/a": true, "/sys/class/net/eth0": true}
-	stat := func(name string) (fs.FileInfo, error) {
-		if exists[name] {
-			return fakeInfo{}, nil
-		}
-		if name == "/sys/class/net/veth-c" {
-			return nil, &fs.PathError{Op: "stat", Path: name, Err: fs.ErrPermission}
-		}
-		return nil, &fs.PathError{Op: "stat", Path: name, Err: fs.ErrNotExist}
-	}
-	err = c.checkHost(stat)
+	h := fakeHost{exists: map[string]bool{"/var/run/netns/a": true, "/eth0": true},
+		broken: map[string]error{"/veth-c": fs.ErrPermission}}
+	err = c.CheckHost(h)
 	fes := fieldErrors(t, err)
 	if len(fes) != 2 {
-		t.Fatalf("checkHost = %v, want 2 errors", err)
+		t.Fatalf("CheckHost = %v, want 2 errors", err)
 	}
-	if got, want := fes[0].Error(), "t.yaml:7:7: ports[1].tap.netns: network namespace /var/run/netns/b does not exist"; got != want {
-		t.Errorf("checkHost error = %q, want %q", got, want)
+	if got, want := fes[0].Error(), "t.yaml:7:7: ports[1].tap.netns: network namespace /var/run/netns/b does not exist"; !strings.HasPrefix(got, want) {
+		t.Errorf("CheckHost error = %q, want prefix %q", got, want)
 	}
 	if !errors.Is(fes[0], ErrMissing) || !errors.Is(fes[0], fs.ErrNotExist) {
 		t.Errorf("missing netns: %v is not ErrMissing and fs.ErrNotExist", fes[0])
 	}
 	if got, want := fes[1].Error(), "t.yaml:9:16: ports[2].afpacket.interface: "; !strings.HasPrefix(got, want) || !errors.Is(fes[1], ErrInvalidValue) {
-		t.Errorf("checkHost error = %q, want prefix %q (ErrInvalidValue)", got, want)
+		t.Errorf("CheckHost error = %q, want prefix %q (ErrInvalidValue)", got, want)
 	}
 
-	exists["/var/run/netns/b"], exists["/sys/class/net/veth-c"] = true, true
-	if err := c.checkHost(stat); err != nil {
-		t.Errorf("checkHost with everything present = %v", err)
+	h.exists["/var/run/netns/b"] = true
+	delete(h.broken, "/veth-c")
+	h.exists["/veth-c"] = true
+	if err := c.CheckHost(h); err != nil {
+		t.Errorf("CheckHost with everything present = %v", err)
 	}
 }
 
@@ -861,5 +873,27 @@ func TestParsePortIfname(t *testing.T) {
 	p, err := ParsePort("request", []byte(`{"name": "p2", "tap": {"netns": "/var/run/netns/x", "ifname": "eth0"}}`))
 	if err != nil || p.Tap.Ifname != "eth0" {
 		t.Errorf("ParsePort = %+v, %v; want ifname eth0", p.Tap, err)
+	}
+}
+
+func TestMarshalPortRoundTrip(t *testing.T) {
+	in := `{"name": "p1", "mode": "source", "mac": "02:00:00:00:00:07", "mtu": 1400, "source_macs": ["02:00:00:00:00:09"],
+		"nodst": true, "allmulticast": false, "multicast": ["01:00:5e:00:00:01"],
+		"tap": {"netns": "/var/run/netns/x", "ifname": "eth0", "addresses": ["10.0.0.2/24"], "adopt": true,
+		"routes": [{"to": "0.0.0.0/0", "via": "10.0.0.1", "metric": 5}]}}`
+	p, err := ParsePort("request", []byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := MarshalPort(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := ParsePort("state", b)
+	if err != nil {
+		t.Fatalf("ParsePort(MarshalPort) = %v\n%s", err, b)
+	}
+	if !portEqual(&p, &q) {
+		t.Errorf("round trip:\n%+v\n%+v\n%s", p, q, b)
 	}
 }

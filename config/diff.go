@@ -103,18 +103,24 @@ func portEqual(a, b *Port) bool {
 		a.NoDst != b.NoDst || a.NoPromisc != b.NoPromisc || a.BCQueueLen != b.BCQueueLen {
 		return false
 	}
-	if (a.Tap == nil) != (b.Tap == nil) || (a.AFPacket == nil) != (b.AFPacket == nil) {
+	return SameDevice(a, b)
+}
+
+// SameDevice reports whether two entries describe the same device: same
+// kind and the same kind settings. A port whose device changes is
+// rebuilt by a reload; any other change is applied in place.
+func SameDevice(a, b *Port) bool {
+	switch {
+	case a.Kind() != b.Kind() || a.Queues != b.Queues:
 		return false
-	}
-	if a.Tap != nil {
+	case a.Tap != nil:
 		x, y := a.Tap, b.Tap
-		if x.Netns != y.Netns || x.Ifname != y.Ifname || x.Offloads != y.Offloads ||
-			!slices.Equal(x.Addresses, y.Addresses) {
-			return false
-		}
-	}
-	if a.AFPacket != nil && *a.AFPacket != *b.AFPacket {
-		return false
+		return x.Netns == y.Netns && x.Ifname == y.Ifname && x.Offloads == y.Offloads && x.Adopt == y.Adopt &&
+			x.LoUp == y.LoUp && slices.Equal(x.Addresses, y.Addresses) && slices.Equal(x.Routes, y.Routes)
+	case a.AFPacket != nil:
+		return *a.AFPacket == *b.AFPacket
+	case a.Socket != nil:
+		return *a.Socket == *b.Socket
 	}
 	return true
 }

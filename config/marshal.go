@@ -58,15 +58,31 @@ type (
 		BCQueueLen   int           `yaml:"bcqueuelen"`
 		Tap          *fileTap      `yaml:"tap,omitempty"`
 		AFPacket     *fileAFPacket `yaml:"afpacket,omitempty"`
+		Socket       *fileSocket   `yaml:"socket,omitempty"`
 	}
 	fileTap struct {
-		Netns     string   `yaml:"netns"`
-		Ifname    string   `yaml:"ifname"`
-		Addresses []string `yaml:"addresses,omitempty"`
-		Offloads  bool     `yaml:"offloads"`
+		Netns     string      `yaml:"netns"`
+		Ifname    string      `yaml:"ifname"`
+		Addresses []string    `yaml:"addresses,omitempty"`
+		Routes    []fileRoute `yaml:"routes,omitempty"`
+		Offloads  bool        `yaml:"offloads"`
+		Adopt     bool        `yaml:"adopt,omitempty"`
+		LoUp      bool        `yaml:"lo_up"`
+	}
+	fileRoute struct {
+		To     string `yaml:"to"`
+		Via    string `yaml:"via,omitempty"`
+		Metric int    `yaml:"metric,omitempty"`
 	}
 	fileAFPacket struct {
 		Interface string `yaml:"interface"`
+		Netns     string `yaml:"netns,omitempty"`
+	}
+	fileSocket struct {
+		Type    string `yaml:"type"`
+		Listen  string `yaml:"listen,omitempty"`
+		Connect string `yaml:"connect,omitempty"`
+		Peer    string `yaml:"peer,omitempty"`
 	}
 )
 
@@ -107,17 +123,7 @@ func (c *Config) Marshal() ([]byte, error) {
 		if !p.MAC.IsZero() {
 			fp.MAC = p.MAC.String()
 		}
-		if t := p.Tap; t != nil {
-			ft := &fileTap{Netns: t.Netns, Ifname: t.Ifname, Offloads: t.Offloads}
-			for _, a := range t.Addresses {
-				ft.Addresses = append(ft.Addresses, a.String())
-			}
-			fp.Tap = ft
-		}
-		if a := p.AFPacket; a != nil {
-			fp.AFPacket = &fileAFPacket{Interface: a.Interface}
-		}
-		f.Ports = append(f.Ports, fp)
+		f.Ports = append(f.Ports, filePortOf(p, fp))
 	}
 	var b bytes.Buffer
 	enc := yaml.NewEncoder(&b)
@@ -131,10 +137,59 @@ func (c *Config) Marshal() ([]byte, error) {
 	return b.Bytes(), nil
 }
 
+// filePortOf adds p's kind to fp.
+func filePortOf(p Port, fp filePort) filePort {
+	if t := p.Tap; t != nil {
+		ft := &fileTap{Netns: t.Netns, Ifname: t.Ifname, Offloads: t.Offloads, Adopt: t.Adopt, LoUp: t.LoUp}
+		for _, a := range t.Addresses {
+			ft.Addresses = append(ft.Addresses, a.String())
+		}
+		for _, r := range t.Routes {
+			fr := fileRoute{To: r.To.String(), Metric: r.Metric}
+			if r.Via.IsValid() {
+				fr.Via = r.Via.String()
+			}
+			ft.Routes = append(ft.Routes, fr)
+		}
+		fp.Tap = ft
+	}
+	if a := p.AFPacket; a != nil {
+		fp.AFPacket = &fileAFPacket{Interface: a.Interface, Netns: a.Netns}
+	}
+	if so := p.Socket; so != nil {
+		fp.Socket = &fileSocket{Type: string(so.Type), Listen: so.Listen, Connect: so.Connect, Peer: so.Peer}
+	}
+	return fp
+}
+
 func macStrings(macs []vswitch.MAC) []string {
 	var s []string
 	for _, m := range macs {
 		s = append(s, m.String())
 	}
 	return s
+}
+
+// MarshalPort returns one port entry as YAML that ParsePort reads back to
+// an equal Port (the daemon keeps the ports added through its API this
+// way).
+func MarshalPort(p Port) ([]byte, error) {
+	mode, err := p.Mode.MarshalText()
+	if err != nil {
+		return nil, fmt.Errorf("marshal port %q: mode: %w", p.Name, err)
+	}
+	fp := filePort{
+		Name: p.Name, Mode: string(mode), MTU: p.MTU, Queues: p.Queues, QueueLen: p.QueueLen,
+		AllMulticast: p.AllMulticast, Multicast: macStrings(p.Multicast), SourceMACs: macStrings(p.SourceMACs),
+		NoDst: p.NoDst, NoPromisc: p.NoPromisc, BCQueueLen: p.BCQueueLen,
+	}
+	if !p.MAC.IsZero() {
+		fp.MAC = p.MAC.String()
+	}
+	fp = filePortOf(p, fp)
+	b, err := yaml.Marshal(&fp)
+	if err != nil {
+		return nil, fmt.Errorf("marshal port %q: %w", p.Name, err)
+	}
+	return b, nil
 }

@@ -462,6 +462,38 @@ func errNotUnicast(m vswitch.MAC) error {
 	return classErrorf(ErrInvalidValue, "bad MAC address %s: a group address (want unicast; the low bit of the first byte must be 0)", m)
 }
 
+// prefix decodes a CIDR prefix.
+func (d *decoder) prefix(dst *netip.Prefix, want string) func(*yaml.Node, string) {
+	return func(v *yaml.Node, path string) {
+		s, ok := d.scalar(v, path, want)
+		if !ok {
+			return
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			d.fail(path, classWrap(ErrInvalidValue, err, "bad prefix %q (want %s)", s, want))
+			return
+		}
+		*dst = p
+	}
+}
+
+// addr decodes an IP address.
+func (d *decoder) addr(dst *netip.Addr) func(*yaml.Node, string) {
+	return func(v *yaml.Node, path string) {
+		s, ok := d.scalar(v, path, "an IP address")
+		if !ok {
+			return
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			d.fail(path, classWrap(ErrInvalidValue, err, "bad IP address %q", s))
+			return
+		}
+		*dst = a
+	}
+}
+
 // macKind says what a list of MACs must hold.
 type macKind int
 
@@ -609,7 +641,20 @@ func (d *decoder) port(n *yaml.Node, path string, p *Port) {
 						t.Addresses = append(t.Addresses, a)
 					})
 				}},
+				{"routes", func(v *yaml.Node, path string) {
+					d.sequence(v, path, func(e *yaml.Node, epath string) {
+						var r Route
+						d.mapping(e, epath, []field{
+							{"to", d.prefix(&r.To, "a destination prefix, e.g. 0.0.0.0/0 or 10.1.0.0/16")},
+							{"via", d.addr(&r.Via)},
+							{"metric", d.integer(&r.Metric)},
+						})
+						t.Routes = append(t.Routes, r)
+					})
+				}},
 				{"offloads", d.boolean(&t.Offloads)},
+				{"adopt", d.boolean(&t.Adopt)},
+				{"lo_up", d.boolean(&t.LoUp)},
 			})
 			p.Tap = &t
 		}},
@@ -617,8 +662,30 @@ func (d *decoder) port(n *yaml.Node, path string, p *Port) {
 			var a AFPacketPort
 			d.mapping(v, path, []field{
 				{"interface", d.str(&a.Interface)},
+				{"netns", d.str(&a.Netns)},
 			})
 			p.AFPacket = &a
+		}},
+		{"socket", func(v *yaml.Node, path string) {
+			var so SocketPort
+			d.mapping(v, path, []field{
+				{"type", func(v *yaml.Node, path string) {
+					s, ok := d.scalar(v, path, "stream or dgram")
+					if !ok {
+						return
+					}
+					switch t := SocketType(s); t {
+					case SocketStream, SocketDgram:
+						so.Type = t
+					default:
+						d.fail(path, classErrorf(ErrInvalidValue, "unknown socket type %q (want stream or dgram)", s))
+					}
+				}},
+				{"listen", d.str(&so.Listen)},
+				{"connect", d.str(&so.Connect)},
+				{"peer", d.str(&so.Peer)},
+			})
+			p.Socket = &so
 		}},
 	})
 	if p.Tap != nil {

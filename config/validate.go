@@ -95,6 +95,7 @@ func (c *Config) validate() []*FieldError {
 
 func (c *Config) validatePorts(k *checker) {
 	afpackets := map[string]int{}
+	sockets := map[string]int{}
 	type tapKey struct{ netns, ifname string }
 	taps := map[tapKey]int{}
 	for i := range c.Ports {
@@ -111,13 +112,28 @@ func (c *Config) validatePorts(k *checker) {
 			}
 		}
 		if a := p.AFPacket; a != nil && a.Interface != "" && badIfname(a.Interface) == "" {
-			switch j, dup := afpackets[a.Interface]; {
-			case a.Interface == c.Lower.Interface:
+			key := a.Netns + "\x00" + a.Interface
+			switch j, dup := afpackets[key]; {
+			case a.Interface == c.Lower.Interface && a.Netns == "":
 				k.fail(at("afpacket.interface"), ErrConflict, "%q is lower.interface; the lower cannot also be a port", a.Interface)
 			case dup:
 				k.fail(at("afpacket.interface"), ErrDuplicate, "interface %q already used by port %q%s", a.Interface, c.Ports[j].Name, k.line(fmt.Sprintf("ports[%d].afpacket.interface", j)))
 			default:
-				afpackets[a.Interface] = i
+				afpackets[key] = i
+			}
+		}
+		if so := p.Socket; so != nil {
+			for _, f := range []struct{ key, v string }{{"listen", so.Listen}, {"peer", so.Peer}} {
+				if f.v == "" {
+					continue
+				}
+				if j, dup := sockets[f.v]; dup {
+					k.fail(at("socket."+f.key), ErrDuplicate, "path %s already used by port %q", f.v, c.Ports[j].Name)
+				} else if f.v == c.Control.Socket {
+					k.fail(at("socket."+f.key), ErrConflict, "%s is control.socket", f.v)
+				} else {
+					sockets[f.v] = i
+				}
 			}
 		}
 	}
@@ -215,11 +231,17 @@ func validatePort(k *checker, p *Port, base string) {
 	checkMACList(k, at("multicast"), p.Multicast)
 	checkMACList(k, at("source_macs"), p.SourceMACs)
 
+	kinds := 0
+	for _, k := range []bool{p.Tap != nil, p.AFPacket != nil, p.Socket != nil} {
+		if k {
+			kinds++
+		}
+	}
 	switch {
-	case p.Tap != nil && p.AFPacket != nil:
-		k.fail(at("afpacket"), ErrConflict, "a port is either tap or afpacket, not both")
-	case p.Tap == nil && p.AFPacket == nil:
-		k.fail(base, ErrMissing, "no port kind: set tap or afpacket")
+	case kinds > 1:
+		k.fail(base, ErrConflict, "a port is one of tap, afpacket or socket, not several")
+	case kinds == 0:
+		k.fail(base, ErrMissing, "no port kind: set tap, afpacket or socket")
 	}
 	if t := p.Tap; t != nil {
 		switch {
@@ -236,6 +258,18 @@ func validatePort(k *checker, p *Port, base string) {
 		case badIfname(t.Ifname) != "":
 			if nameOK || t.Ifname != p.Name {
 				k.fail(at("tap.ifname"), ErrInvalidValue, "%s", badIfname(t.Ifname))
+			}
+		}
+		for j, r := range t.Routes {
+			path := fmt.Sprintf("%s[%d]", at("tap.routes"), j)
+			switch {
+			case !r.To.IsValid():
+				k.fail(path+".to", ErrMissing, "required: the destination prefix (0.0.0.0/0 for a default route)")
+			case r.Via.IsValid() && r.Via.Is4() != r.To.Addr().Is4():
+				k.fail(path+".via", ErrInvalidValue, "gateway %v and destination %v are of different IP versions", r.Via, r.To)
+			}
+			if r.Metric < 0 {
+				k.fail(path+".metric", ErrInvalidValue, "%d < 0", r.Metric)
 			}
 		}
 		seen := map[netip.Prefix]int{}
@@ -258,6 +292,51 @@ func validatePort(k *checker, p *Port, base string) {
 			k.fail(at("afpacket.interface"), ErrMissing, "required: the interface to attach")
 		case badIfname(a.Interface) != "":
 			k.fail(at("afpacket.interface"), ErrInvalidValue, "%s", badIfname(a.Interface))
+		}
+		if a.Netns != "" && (!filepath.IsAbs(a.Netns) || strings.IndexByte(a.Netns, 0) >= 0) {
+			k.fail(at("afpacket.netns"), ErrInvalidValue, "%q is not an absolute path", a.Netns)
+		}
+	}
+	if so := p.Socket; so != nil {
+		validateSocket(k, so, at)
+	}
+}
+
+// validateSocket checks a socket port's type and paths.
+func validateSocket(k *checker, so *SocketPort, at func(string) string) {
+	path := func(key, v string) {
+		switch {
+		case !filepath.IsAbs(v):
+			k.fail(at("socket."+key), ErrInvalidValue, "%q is not an absolute path", v)
+		case len(v) > maxSocketPath || strings.IndexByte(v, 0) >= 0:
+			k.fail(at("socket."+key), ErrInvalidValue, "%q does not fit a unix socket address (at most %d bytes, no NUL)", v, maxSocketPath)
+		}
+	}
+	switch so.Type {
+	case "":
+		k.fail(at("socket.type"), ErrMissing, "required: stream or dgram")
+	case SocketStream:
+		switch {
+		case so.Listen == "" && so.Connect == "":
+			k.fail(at("socket"), ErrMissing, "a stream socket needs listen (QEMU server=off connects to it) or connect (to a QEMU server=on)")
+		case so.Listen != "" && so.Connect != "":
+			k.fail(at("socket.connect"), ErrConflict, "a stream socket either listens or connects, not both")
+		case so.Peer != "":
+			k.fail(at("socket.peer"), ErrConflict, "peer is for dgram sockets")
+		}
+	case SocketDgram:
+		switch {
+		case so.Listen == "":
+			k.fail(at("socket.listen"), ErrMissing, "required: the path macvsw binds (QEMU's remote)")
+		case so.Peer == "":
+			k.fail(at("socket.peer"), ErrMissing, "required: the path the guest binds (QEMU's local)")
+		case so.Connect != "":
+			k.fail(at("socket.connect"), ErrConflict, "connect is for stream sockets")
+		}
+	}
+	for key, v := range map[string]string{"listen": so.Listen, "connect": so.Connect, "peer": so.Peer} {
+		if v != "" {
+			path(key, v)
 		}
 	}
 }

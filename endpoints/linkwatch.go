@@ -58,7 +58,7 @@ func stateOf(l netlink.Link) LinkState {
 // onChange runs on the watcher's goroutine, one call at a time, and must
 // not call Close.
 type linkWatcher struct {
-	netns    string
+	ns       *netNS
 	name     string
 	log      *slog.Logger
 	onChange func(old, new LinkState)
@@ -76,10 +76,10 @@ type linkWatcher struct {
 // resubscribeDelay spaces attempts to subscribe again after a failure.
 const resubscribeDelay = 100 * time.Millisecond
 
-// watchLink starts following name in the namespace at netnsPath (the
-// caller's for ""). It reads the current state before it returns.
-func watchLink(netnsPath, name string, log *slog.Logger, bufSize int, onChange func(old, new LinkState)) (*linkWatcher, error) {
-	w := &linkWatcher{netns: netnsPath, name: name, log: log, onChange: onChange, bufSize: bufSize, stop: make(chan struct{})}
+// watchLink starts following name in namespace ns. It reads the current
+// state before it returns.
+func watchLink(ns *netNS, name string, log *slog.Logger, bufSize int, onChange func(old, new LinkState)) (*linkWatcher, error) {
+	w := &linkWatcher{ns: ns, name: name, log: log, onChange: onChange, bufSize: bufSize, stop: make(chan struct{})}
 	ch, done, err := w.subscribe()
 	if err != nil {
 		return nil, err
@@ -115,13 +115,9 @@ func (w *linkWatcher) subscribe() (chan netlink.LinkUpdate, chan struct{}, error
 		},
 		ReceiveBufferSize: w.bufSize,
 	}
-	if w.netns != "" {
-		ns, err := netns.GetFromPath(w.netns)
-		if err != nil {
-			return nil, nil, fmt.Errorf("watch %q: open netns %q: %w", w.name, w.netns, err)
-		}
-		defer ns.Close()
-		opts.Namespace = &ns
+	if w.ns != nil && w.ns.fd >= 0 {
+		h := netns.NsHandle(w.ns.fd)
+		opts.Namespace = &h
 	}
 	if err := netlink.LinkSubscribeWithOptions(ch, done, opts); err != nil {
 		return nil, nil, fmt.Errorf("watch %q: subscribe to link updates: %w", w.name, err)
@@ -131,11 +127,10 @@ func (w *linkWatcher) subscribe() (chan netlink.LinkUpdate, chan struct{}, error
 
 // read asks for the interface's current state.
 func (w *linkWatcher) read() (LinkState, error) {
-	h, ns, err := netlinkHandle(w.netns)
+	h, err := w.ns.handle()
 	if err != nil {
 		return LinkState{}, err
 	}
-	defer ns.Close()
 	defer h.Close()
 	l, err := h.LinkByName(w.name)
 	if err != nil {

@@ -208,7 +208,12 @@ func writeFrames(t testing.TB, w stack.LinkWriter, hash uint32, frames ...[]byte
 // inNS runs fn in the namespace at path on a locked thread (test helper).
 func inNS(t testing.TB, path string, fn func() error) {
 	t.Helper()
-	if err := inNetNS(path, fn); err != nil {
+	ns, err := openNetNS(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.close()
+	if err := ns.do(fn); err != nil {
 		t.Fatal(err)
 	}
 }

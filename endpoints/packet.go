@@ -87,7 +87,7 @@ type PacketOptions struct {
 // Close. Methods are safe for concurrent use.
 type Packet struct {
 	engine
-	netns   string
+	ns      *netNS
 	ifname  string
 	nq      int
 	rx      PacketRx // resolved: never PacketRxDefault
@@ -141,8 +141,12 @@ func NewPacket(opts PacketOptions) (*Packet, error) {
 	if rx == PacketRxRing && err != nil {
 		return nil, fmt.Errorf("af_packet %q: %w", opts.Interface, err)
 	}
+	ns, err := openNetNS(opts.NetNS)
+	if err != nil {
+		return nil, fmt.Errorf("af_packet %q: %w", opts.Interface, err)
+	}
 	p := &Packet{
-		netns:     opts.NetNS,
+		ns:        ns,
 		ifname:    opts.Interface,
 		nq:        nq,
 		rx:        rx,
@@ -164,14 +168,16 @@ func NewPacket(opts PacketOptions) (*Packet, error) {
 		return newMMsgReader(q, true)
 	}
 	e.init("af_packet", opts.Interface, opts.Logger)
-	p.watch, err = watchLink(opts.NetNS, opts.Interface, e.log, opts.linkWatchBuffer, p.linkChanged)
+	p.watch, err = watchLink(ns, opts.Interface, e.log, opts.linkWatchBuffer, p.linkChanged)
 	if err != nil {
+		ns.close()
 		return nil, fmt.Errorf("af_packet: %w", err)
 	}
 	st := p.watch.State()
 	if !st.Exists {
 		p.watch.Close()
-		return nil, fmt.Errorf("af_packet: interface %q not found", opts.Interface)
+		ns.close()
+		return nil, fmt.Errorf("af_packet: interface %q not found in %s", opts.Interface, ns)
 	}
 	e.mtu.Store(st.MTU)
 	mac := tcpip.LinkAddress(st.MAC)
@@ -192,6 +198,7 @@ func NewPacket(opts PacketOptions) (*Packet, error) {
 	p.mu.Unlock()
 	if err != nil {
 		p.watch.Close()
+		ns.close()
 		return nil, err
 	}
 	return p, nil
@@ -201,7 +208,7 @@ func NewPacket(opts PacketOptions) (*Packet, error) {
 // group, each with a mapped receive ring in PacketRxRing mode, and applies
 // promiscuity and the memberships to the first socket.
 func (p *Packet) openSockets(ifindex int) (fds []int, rings []*rxRing, err error) {
-	err = inNetNS(p.netns, func() error {
+	err = p.ns.do(func() error {
 		var err error
 		fds, rings, err = p.openSocketsHere(ifindex)
 		return err
@@ -344,7 +351,7 @@ func (p *Packet) linkChanged(old, st LinkState) {
 // SetInterfaceMAC sets the interface's MAC (`ip link set IF address MAC`),
 // as a passthru port does to its lower (BEHAVIOUR.md §1.5).
 func (p *Packet) SetInterfaceMAC(mac tcpip.LinkAddress) error {
-	return setLinkAttrs(p.netns, p.ifname, net.HardwareAddr(mac), 0)
+	return p.ns.setLinkAttrs(p.ifname, 0, net.HardwareAddr(mac), 0)
 }
 
 // reopen replaces every socket with a fresh one bound to ifindex.
@@ -527,5 +534,6 @@ func (p *Packet) Close() {
 	p.closeOnce.Do(func() {
 		p.watch.Close()
 		p.closeQueues()
+		p.ns.close()
 	})
 }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -39,8 +38,26 @@ type TapOptions struct {
 	// the kernel's. AdoptTap uses it as the endpoint MTU (default 1500).
 	MTU uint32
 	// Addresses are CIDR strings ("10.0.0.1/24", "fd00::1/64") that NewTap
-	// adds to the interface.
+	// adds to the interface it creates.
 	Addresses []string
+	// Routes are added after the addresses, to the interface NewTap
+	// creates (`ip route add DST via GW metric M dev NAME`).
+	Routes []Route
+	// LoUp brings up lo in the namespace along with the tap NewTap creates
+	// (a fresh namespace, and runsc, have no loopback otherwise).
+	LoUp bool
+	// Persist makes the interface outlive the endpoint (TUNSETPERSIST):
+	// Close leaves it in place, with no carrier, and a later NewTap with
+	// Attach picks it up again; Destroy removes it.
+	Persist bool
+	// Attach attaches to an existing tap of that name in NetNS instead of
+	// creating one: no MAC, MTU, address or route is set, the interface
+	// keeps what it has. IfIndex, when not 0, must be its index (the tap
+	// the caller created before). Without Attach an existing interface of
+	// that name is an error (ErrInterfaceExists): NewTap never takes over a
+	// device it did not create.
+	Attach  bool
+	IfIndex int
 	// NoVnetHdr opens the tap without IFF_VNET_HDR; offloads are then off.
 	NoVnetHdr bool
 	// NoOffloads keeps the virtio-net header but asks the kernel for no
@@ -76,13 +93,23 @@ type TapOptions struct {
 // drops and counts. Writers to one queue are serialized by that queue's
 // lock; different queues write in parallel.
 //
-// Ownership: a Tap owns its queue FDs and closes them in Close, and deletes
-// the interface if NewTap created it. Methods are safe for concurrent use.
+// The device (tapdev.go): NewTap holds the sandbox's namespace open and
+// does every netlink call through it, sets the interface's MAC and MTU
+// when the port's change (DeviceConfigurer) and, once SetLinkFunc is
+// called, follows what the sandbox does to it (down, MAC, MTU) and
+// whether its namespace still exists.
+//
+// Ownership: a Tap owns its queue FDs and closes them in Close. Close
+// leaves a persistent interface in place (its kernel deletes a
+// non-persistent one with the last FD); Destroy deletes it. Methods are
+// safe for concurrent use.
 type Tap struct {
 	engine
-	netns   string
-	created bool // NewTap made the interface; Close deletes it
-	isTap   bool // FDs are tun/tap FDs (TUN ioctls apply)
+	ns      *netNS // nil for an adopted FD set
+	isTap   bool   // FDs are tun/tap FDs (TUN ioctls apply)
+	ifindex int    // the interface NewTap created or attached to
+
+	dev tapDevice // the sandbox side: link and namespace watch
 }
 
 var (
@@ -102,17 +129,34 @@ func NewTap(opts TapOptions) (*Tap, error) {
 	if nq < 1 || nq > MaxQueues {
 		return nil, fmt.Errorf("tap %q: queues %d out of range 1..%d", opts.Name, nq, MaxQueues)
 	}
-	fds, name, err := OpenTapQueues(opts.NetNS, opts.Name, nq, !opts.NoVnetHdr)
+	ns, err := openNetNS(opts.NetNS)
 	if err != nil {
+		return nil, fmt.Errorf("tap %q: %w", opts.Name, err)
+	}
+	ifindex, err := checkTapName(ns, opts)
+	if err != nil {
+		ns.close()
 		return nil, err
 	}
-	t, err := newTap(fds, opts, true)
+	fds, name, err := openTapQueues(ns, opts.Name, nq, !opts.NoVnetHdr)
+	if err != nil {
+		ns.close()
+		return nil, err
+	}
+	t, err := newTap(fds, opts)
 	if err != nil {
 		closeFDs(fds)
+		ns.close()
 		return nil, err
 	}
+	t.ns, t.ifindex = ns, ifindex
 	t.setName(name)
-	if err := t.configureLink(opts); err != nil {
+	if !opts.Attach {
+		if err := t.createLink(opts); err != nil {
+			t.Destroy()
+			return nil, err
+		}
+	} else if err := t.readLink(); err != nil {
 		t.Close()
 		return nil, err
 	}
@@ -135,7 +179,7 @@ func AdoptTap(fds []int, opts TapOptions) (*Tap, error) {
 		closeFDs(fds)
 		return nil, fmt.Errorf("adopt tap: %d fds, want 1..%d", len(fds), MaxQueues)
 	}
-	t, err := newTap(fds, opts, false)
+	t, err := newTap(fds, opts)
 	if err != nil {
 		closeFDs(fds)
 		return nil, err
@@ -146,8 +190,8 @@ func AdoptTap(fds []int, opts TapOptions) (*Tap, error) {
 	return t, nil
 }
 
-func newTap(fds []int, opts TapOptions, created bool) (*Tap, error) {
-	t := &Tap{netns: opts.NetNS, created: created}
+func newTap(fds []int, opts TapOptions) (*Tap, error) {
+	t := &Tap{}
 	name := opts.Name
 	ifr, err := unix.NewIfreq("")
 	if err != nil {
@@ -231,12 +275,21 @@ func (t *Tap) setupFD(fd int) error {
 // add mode tap multi_queue`, but the interface lives only while an FD is
 // open. A broker can send the FDs with SendFDs.
 func OpenTapQueues(netnsPath, name string, n int, vnetHdr bool) ([]int, string, error) {
+	ns, err := openNetNS(netnsPath)
+	if err != nil {
+		return nil, "", err
+	}
+	defer ns.close()
+	return openTapQueues(ns, name, n, vnetHdr)
+}
+
+func openTapQueues(ns *netNS, name string, n int, vnetHdr bool) ([]int, string, error) {
 	flags := uint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_MULTI_QUEUE)
 	if vnetHdr {
 		flags |= unix.IFF_VNET_HDR
 	}
 	var fds []int
-	err := inNetNS(netnsPath, func() error {
+	err := ns.do(func() error {
 		for i := 0; i < n; i++ {
 			fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 			if err != nil {
@@ -268,49 +321,6 @@ func closeFDs(fds []int) {
 	for _, fd := range fds {
 		unix.Close(fd)
 	}
-}
-
-// configureLink sets MAC, MTU and addresses and brings the link up.
-func (t *Tap) configureLink(opts TapOptions) error {
-	h, ns, err := netlinkHandle(t.netns)
-	if err != nil {
-		return err
-	}
-	defer ns.Close()
-	defer h.Close()
-	name := t.Name()
-	link, err := h.LinkByName(name)
-	if err != nil {
-		return fmt.Errorf("find tap %q: %w", name, err)
-	}
-	if len(opts.MAC) != 0 {
-		if err := h.LinkSetHardwareAddr(link, opts.MAC); err != nil {
-			return fmt.Errorf("set tap %q address %s: %w", name, opts.MAC, err)
-		}
-	}
-	if opts.MTU != 0 {
-		if err := h.LinkSetMTU(link, int(opts.MTU)); err != nil {
-			return fmt.Errorf("set tap %q mtu %d: %w", name, opts.MTU, err)
-		}
-	}
-	for _, cidr := range opts.Addresses {
-		addr, err := netlink.ParseAddr(cidr)
-		if err != nil {
-			return fmt.Errorf("tap %q address %q: %w", name, cidr, err)
-		}
-		if err := h.AddrAdd(link, addr); err != nil {
-			return fmt.Errorf("add address %s to tap %q: %w", cidr, name, err)
-		}
-	}
-	if err := h.LinkSetUp(link); err != nil {
-		return fmt.Errorf("set tap %q up: %w", name, err)
-	}
-	if link, err = h.LinkByName(name); err == nil {
-		t.mtu.Store(uint32(link.Attrs().MTU))
-		mac := tcpip.LinkAddress(link.Attrs().HardwareAddr)
-		t.mac.Store(&mac)
-	}
-	return nil
 }
 
 // DetachQueue removes queue q from the kernel's queue selection
@@ -392,30 +402,29 @@ func (t *Tap) AttachFD(fd int) (int, error) {
 }
 
 // Close implements stack.LinkEndpoint.Close. It is idempotent. Order: stop
-// the readers and wait for them, fence writers per queue and close the queue
-// FDs, then delete the interface if NewTap created it (normally already
-// gone with its last FD).
+// following the device, stop the readers and wait for them, fence writers
+// per queue and close the queue FDs, release the namespace. A persistent
+// interface stays (with no carrier); the kernel deletes any other with
+// its last FD.
 func (t *Tap) Close() {
-	if t.closeQueues() && t.created {
-		t.deleteLink()
+	t.dev.stop()
+	if t.closeQueues() {
+		t.ns.close()
 	}
 }
 
-func (t *Tap) deleteLink() {
-	h, ns, err := netlinkHandle(t.netns)
-	if err != nil {
-		t.log.Warn("delete tap", "tap", t.Name(), "err", err)
-		return
+// Destroy closes the endpoint and deletes its interface, the one it
+// created or attached to (checked by index in the namespace it holds, so
+// another sandbox's interface is never touched), if its namespace still
+// exists.
+func (t *Tap) Destroy() {
+	t.dev.stop()
+	if t.ns != nil && t.ifindex != 0 && !t.dev.nsGone.Load() {
+		if err := t.deleteLink(); err != nil {
+			t.log.Warn("delete tap", "tap", t.Name(), "err", err)
+		}
 	}
-	defer ns.Close()
-	defer h.Close()
-	link, err := h.LinkByName(t.Name())
-	if err != nil {
-		return // gone with its FDs
-	}
-	if err := h.LinkDel(link); err != nil {
-		t.log.Warn("delete tap", "tap", t.Name(), "err", err)
-	}
+	t.Close()
 }
 
 // tunSetCarrier is TUNSETCARRIER, _IOW('T', 226, int) in
@@ -436,7 +445,7 @@ func (t *Tap) SetCarrier(on bool) error {
 	}
 	fd := t.liveFDLocked()
 	if fd < 0 {
-		return fmt.Errorf("tap %q: set carrier: no live queue", t.Name())
+		return fmt.Errorf("tap %q: set carrier: %w", t.Name(), errNoLiveQueue)
 	}
 	v := 0
 	if on {
@@ -445,32 +454,5 @@ func (t *Tap) SetCarrier(on bool) error {
 	if err := unix.IoctlSetPointerInt(fd, tunSetCarrier, v); err != nil {
 		return fmt.Errorf("tap %q: set carrier: %w", t.Name(), err)
 	}
-	return nil
-}
-
-// SetDeviceMAC sets the tap interface's MAC in its namespace (`ip -n NS
-// link set NAME address MAC`), so the sandbox's interface has its port's
-// address. It implements bridge.DeviceConfigurer.
-func (t *Tap) SetDeviceMAC(mac tcpip.LinkAddress) error {
-	if !t.isTap {
-		return fmt.Errorf("tap %q: not a tap fd", t.Name())
-	}
-	if err := setLinkAttrs(t.netns, t.Name(), net.HardwareAddr(mac), 0); err != nil {
-		return fmt.Errorf("tap: %w", err)
-	}
-	t.mac.Store(&mac)
-	return nil
-}
-
-// SetDeviceMTU sets the tap interface's MTU in its namespace. It
-// implements bridge.DeviceConfigurer.
-func (t *Tap) SetDeviceMTU(mtu uint32) error {
-	if !t.isTap {
-		return fmt.Errorf("tap %q: not a tap fd", t.Name())
-	}
-	if err := setLinkAttrs(t.netns, t.Name(), nil, mtu); err != nil {
-		return fmt.Errorf("tap: %w", err)
-	}
-	t.mtu.Store(mtu)
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/macvsw/macvsw/config"
+	"github.com/macvsw/macvsw/endpoints"
 	vswitch "github.com/macvsw/macvsw/switch"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -45,6 +47,7 @@ import (
 
 type apiServer struct {
 	d    *daemon
+	down chan<- struct{}
 	log  *slog.Logger
 	path string
 	srv  *http.Server
@@ -52,8 +55,8 @@ type apiServer struct {
 }
 
 // startAPI listens on the control socket and serves until close.
-func startAPI(d *daemon, c config.Control, log *slog.Logger) (*apiServer, error) {
-	a := &apiServer{d: d, log: log, path: c.Socket, gid: -1}
+func startAPI(d *daemon, c config.Control, log *slog.Logger, down chan<- struct{}) (*apiServer, error) {
+	a := &apiServer{d: d, down: down, log: log, path: c.Socket, gid: -1}
 	if c.Group != "" {
 		g, err := user.LookupGroup(c.Group)
 		if err != nil {
@@ -216,8 +219,10 @@ func statusOf(err error) int {
 		errors.Is(err, config.ErrSyntax), errors.Is(err, config.ErrUnknownKey), errors.Is(err, config.ErrInvalidValue),
 		errors.Is(err, config.ErrMissing), errors.Is(err, config.ErrConflict):
 		return http.StatusBadRequest
-	case errors.Is(err, config.ErrDuplicate):
+	case errors.Is(err, config.ErrDuplicate), errors.Is(err, endpoints.ErrInterfaceExists):
 		return http.StatusConflict
+	case errors.Is(err, endpoints.ErrNotNetNS), errors.Is(err, fs.ErrNotExist):
+		return http.StatusBadRequest
 	}
 	return http.StatusInternalServerError
 }
@@ -273,7 +278,7 @@ func (a *apiServer) routes() http.Handler {
 	}))
 	mux.HandleFunc("PATCH /v1/ports/{name}", a.wrap(a.setPort))
 	mux.HandleFunc("DELETE /v1/ports/{name}", a.wrap(func(_ http.ResponseWriter, r *http.Request) (any, error) {
-		if err := a.d.removePort(r.PathValue("name")); err != nil {
+		if err := a.d.removePortLive(r.PathValue("name")); err != nil {
 			return nil, err
 		}
 		return map[string]string{"deleted": r.PathValue("name")}, nil
@@ -285,6 +290,16 @@ func (a *apiServer) routes() http.Handler {
 	}))
 	mux.HandleFunc("GET /v1/stats/{name}", a.wrap(func(_ http.ResponseWriter, r *http.Request) (any, error) {
 		return a.d.stats(r.PathValue("name"))
+	}))
+	mux.HandleFunc("POST /v1/down", a.wrap(func(http.ResponseWriter, *http.Request) (any, error) {
+		select {
+		case a.down <- struct{}{}:
+		default:
+		}
+		return map[string]string{"status": "stopping: every port removed, every tap macvsw created deleted"}, nil
+	}))
+	mux.HandleFunc("GET /v1/events", a.wrap(func(_ http.ResponseWriter, r *http.Request) (any, error) {
+		return a.d.events.list(r.URL.Query().Get("port")), nil
 	}))
 	mux.HandleFunc("GET /v1/config", func(w http.ResponseWriter, r *http.Request) {
 		b, err := a.d.runningConfig().Marshal()

@@ -15,37 +15,42 @@ import (
 
 // PortView is a port as the API and CLI show it.
 type PortView struct {
-	Name         string   `json:"name"`
-	Kind         string   `json:"kind"`
-	Interface    string   `json:"interface"`
-	Netns        string   `json:"netns,omitempty"`
-	Mode         string   `json:"mode"`
-	MAC          string   `json:"mac"`
-	MTU          uint32   `json:"mtu"`
-	Up           bool     `json:"up"`      // admin state
-	Link         bool     `json:"link"`    // its device is there and up
-	Carrier      bool     `json:"carrier"` // passes frames: up, link, the lower up
-	Queues       int      `json:"queues"`
-	AllMulticast bool     `json:"allmulticast"`
-	Multicast    []string `json:"multicast,omitempty"`
-	SourceMACs   []string `json:"source_macs,omitempty"`
-	NoDst        bool     `json:"nodst,omitempty"`
+	Name         string     `json:"name"`
+	Kind         string     `json:"kind"`
+	Interface    string     `json:"interface"`
+	Netns        string     `json:"netns,omitempty"`
+	Origin       string     `json:"origin"` // file or api
+	Owner        *portOwner `json:"owner,omitempty"`
+	Mode         string     `json:"mode"`
+	MAC          string     `json:"mac"`
+	MTU          uint32     `json:"mtu"`
+	Up           bool       `json:"up"`      // admin state
+	Link         bool       `json:"link"`    // its device is there and up
+	Carrier      bool       `json:"carrier"` // passes frames: up, link, the lower up
+	Queues       int        `json:"queues"`
+	AllMulticast bool       `json:"allmulticast"`
+	Multicast    []string   `json:"multicast,omitempty"`
+	SourceMACs   []string   `json:"source_macs,omitempty"`
+	NoDst        bool       `json:"nodst,omitempty"`
 }
 
 func (d *daemon) view(p *bridge.Port) PortView {
 	c := p.Core().Config()
 	d.mu.Lock()
-	dev := d.devices[p.Name()]
+	rp := d.ports[p.Name()]
 	d.mu.Unlock()
+	var dev stateDevice
+	origin := ""
+	if rp != nil {
+		dev, origin = rp.dev, rp.origin
+	}
 	v := PortView{
-		Name: c.Name, Kind: dev.kind(), Interface: dev.ifname,
+		Name: c.Name, Kind: dev.Kind, Interface: dev.Ifname, Origin: origin, Owner: rp.ownerOf(),
 		Mode: c.Mode.String(), MAC: c.MAC.String(), MTU: c.MTU,
 		Up: !c.Down, Link: p.Core().LinkUp(), Carrier: p.Core().Running(), Queues: c.Queues,
 		AllMulticast: *c.AllMulti, NoDst: c.NoDst,
 	}
-	if dev.tap != nil {
-		v.Netns = dev.tap.Netns
-	}
+	v.Netns = dev.Netns
 	for _, m := range c.Groups {
 		v.Multicast = append(v.Multicast, m.String())
 	}
@@ -80,16 +85,39 @@ func (d *daemon) portView(name string) (PortView, error) {
 }
 
 // addPortLive adds a port from an API request: one config entry, checked
-// as the file's would be, then by the running switch.
+// as the file's would be, then by the running switch. The port is kept
+// across restarts until it is deleted.
 func (d *daemon) addPortLive(entry []byte) (string, error) {
 	pc, err := config.ParsePort("request", entry)
 	if err != nil {
 		return "", err
 	}
-	if pc.AFPacket != nil && pc.AFPacket.Interface == d.runningConfig().Lower.Interface {
+	if pc.AFPacket != nil && pc.AFPacket.Netns == "" && pc.AFPacket.Interface == d.runningConfig().Lower.Interface {
 		return "", badRequest("afpacket.interface: %q is the lower; the lower cannot also be a port", pc.AFPacket.Interface)
 	}
-	return pc.Name, d.addPort(pc)
+	d.ctlMu.Lock()
+	defer d.ctlMu.Unlock()
+	if err := d.addPort(pc, originAPI, nil, nil); err != nil {
+		return "", err
+	}
+	return pc.Name, d.saveState()
+}
+
+// removePortLive removes a port on request.
+func (d *daemon) removePortLive(name string) error {
+	d.ctlMu.Lock()
+	defer d.ctlMu.Unlock()
+	if err := d.removePort(name); err != nil {
+		return err
+	}
+	return d.saveState()
+}
+
+func (rp *runPort) ownerOf() *portOwner {
+	if rp == nil {
+		return nil
+	}
+	return rp.owner
 }
 
 // portPatch is the body of PATCH /v1/ports/{name}.
@@ -147,12 +175,22 @@ func (d *daemon) setPort(name string, patch portPatch) error {
 	if err != nil {
 		return err
 	}
-	return d.sw.Update(name, c)
+	return d.update(name, c)
 }
 
 // sourceMACs changes a source-mode port's list.
 func (d *daemon) sourceMACs(name string, op vswitch.SourceOp, macs []vswitch.MAC) error {
-	return d.sw.Update(name, vswitch.PortChange{Sources: &vswitch.SourceChange{Op: op, MACs: macs}})
+	return d.update(name, vswitch.PortChange{Sources: &vswitch.SourceChange{Op: op, MACs: macs}})
+}
+
+// update applies a change all or nothing and records it.
+func (d *daemon) update(name string, c vswitch.PortChange) error {
+	d.ctlMu.Lock()
+	defer d.ctlMu.Unlock()
+	if err := d.sw.Update(name, c); err != nil {
+		return err
+	}
+	return d.saveState()
 }
 
 // sniff attaches a sniffer to a port and returns the function that

@@ -22,6 +22,7 @@ const usage = `macvsw: a userspace macvlan switch
 Usage:
   macvsw demo                   show the modes at work in a throwaway lab
   macvsw run --config FILE      run the switch in the foreground
+  macvsw down                   remove every port and the taps macvsw created; stop
   macvsw config check FILE      validate a config file
   macvsw port ...               list, show, add, delete and change ports
   macvsw stats [PORT] [--json]  counters, per port and queue, every drop reason
@@ -72,6 +73,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdConfig(args[1:], stdout, stderr)
 	case "port":
 		return cmdPort(ctx, args[1:], stdout, stderr)
+	case "down":
+		return cmdDown(ctx, args[1:], stdout, stderr)
 	case "stats":
 		return cmdStats(ctx, args[1:], stdout, stderr)
 	case "capture":

@@ -12,17 +12,26 @@ import (
 	"syscall"
 
 	"github.com/macvsw/macvsw/config"
+	"github.com/macvsw/macvsw/endpoints"
 )
 
 // cmdRun runs the switch in the foreground until SIGINT or SIGTERM; SIGHUP
 // reloads the config file.
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	// Signals first: a SIGHUP that comes while we start is a reload to do
+	// once started, never the end of the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	fs := flag.NewFlagSet("macvsw run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "config file (YAML; see config/REFERENCE.md)")
+	cleanup := fs.Bool("cleanup", false, "on exit, remove every port and delete the taps macvsw created (default: leave them for the next start)")
 	over := config.RegisterFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: macvsw run --config FILE [flags]\n\nRuns the switch in the foreground; logs go to stderr.\nSIGTERM/SIGINT shut down (taps it created are removed); SIGHUP reloads FILE.\n\n")
+		fmt.Fprintf(stderr, "Usage: macvsw run --config FILE [flags]\n\nRuns the switch in the foreground; logs go to stderr.\n"+
+			"SIGTERM/SIGINT stop it and leave the ports' taps in place (no carrier) for the next start; SIGHUP reloads FILE.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -40,7 +49,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if err := over.Apply(cfg); err != nil {
 			return nil, err
 		}
-		return cfg, cfg.CheckHost()
+		return cfg, cfg.CheckHost(host{})
 	}
 	cfg, err := load()
 	if err != nil {
@@ -63,8 +72,16 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	defer d.close()
-	api, err := startAPI(d, cfg.Control, log)
+	down := make(chan struct{}, 1) // `macvsw down`: clean up and exit
+	defer func() {
+		select {
+		case <-down:
+			*cleanup = true
+		default:
+		}
+		d.shutdown(*cleanup)
+	}()
+	api, err := startAPI(d, cfg.Control, log, down)
 	if err != nil {
 		return err
 	}
@@ -76,15 +93,14 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		defer stopMetrics()
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for {
-		select {
-		case <-ctx.Done():
-			log.Info("shutting down")
-			return nil
-		case <-hup:
+
+	// Reloads run on their own goroutine, one at a time; the signal loop
+	// only asks for them, so SIGTERM is heard during a slow reload.
+	reloads := make(chan struct{}, 1)
+	reloadDone := make(chan struct{})
+	go func() {
+		defer close(reloadDone)
+		for range reloads {
 			next, err := load()
 			if err != nil {
 				log.Error("reload: config rejected; still running the old one", "err", err)
@@ -94,7 +110,37 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				log.Error("reload", "err", err)
 			}
 		}
+	}()
+	defer func() { close(reloads); <-reloadDone }()
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down", "cleanup", *cleanup)
+			return nil
+		case <-down:
+			down <- struct{}{} // for the deferred shutdown
+			log.Info("shutting down: macvsw down", "cleanup", true)
+			return nil
+		case <-hup:
+			select {
+			case reloads <- struct{}{}:
+			default: // one is already waiting
+			}
+		}
 	}
+}
+
+// host answers config.CheckHost through netlink in the right namespace.
+type host struct{}
+
+func (host) NetNS(path string) error {
+	_, err := endpoints.LookupNetNS(path)
+	return err
+}
+
+func (host) Interface(netns, name string) error {
+	_, err := endpoints.LookupInterface(netns, name)
+	return err
 }
 
 func newLogger(w io.Writer, c config.Log) *slog.Logger {
@@ -118,7 +164,7 @@ func cmdConfig(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := cfg.CheckHost(); err != nil {
+	if err := cfg.CheckHost(host{}); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d ports)\n", args[1], len(cfg.Ports))

@@ -145,7 +145,8 @@ func BuildMacvsw(prefix, bin, dir string, hairpin bool, specs []SandboxSpec) (*V
 		return v, err
 	}
 	l, topo := v.Lab, v.Topo
-	v.Socket = "/run/" + l.Prefix + ".sock"
+	// The daemon's state directory is its socket's: one per lab.
+	v.Socket = "/run/" + l.Prefix + "/macvsw.sock"
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "lower: {interface: %s, queues: 2}\ncontrol: {socket: %s}\nmetrics: {listen: \"127.0.0.1:9464\"}\nlog: {level: debug}\n", Lower, v.Socket)
 	if len(specs) > 0 && specs[0].NoBroadcastQueue {
@@ -233,6 +234,9 @@ func (v *Variant) Close() error {
 	err := v.StopDaemon()
 	if v.ConfigPath != "" {
 		os.Remove(v.ConfigPath)
+	}
+	if v.Socket != "" {
+		os.RemoveAll(filepath.Dir(v.Socket))
 	}
 	return errors.Join(err, v.Lab.Close())
 }
