@@ -109,6 +109,11 @@ func (w *linkWatcher) subscribe() (chan netlink.LinkUpdate, chan struct{}, error
 	var errMu sync.Mutex
 	opts := netlink.LinkSubscribeOptions{
 		ErrorCallback: func(err error) {
+			select {
+			case <-done:
+				return // we closed it
+			default:
+			}
 			errMu.Lock()
 			defer errMu.Unlock()
 			w.log.Warn("link watch: notification error, subscribing again", "interface", w.name, "err", err)

@@ -55,6 +55,9 @@ type engine struct {
 
 	newReader func(q *fdQueue) reader
 	newWriter func(q *fdQueue) writer
+	// onDead, if set, hears a queue the engine marked dead after an
+	// error, and why (a socket port's peer going away).
+	onDead func(q *fdQueue, err error)
 
 	name         atomic.Pointer[string]
 	onQueueState atomic.Pointer[func(q int, up bool)]
@@ -284,6 +287,9 @@ func (e *engine) queueFailed(q *fdQueue, op string, err error) {
 	q.stopMu.Unlock()
 	e.log.Warn("queue down", e.kind, e.Name(), "queue", q.idx, "op", op, "err", err)
 	e.notifyQueue(q.idx, false)
+	if e.onDead != nil {
+		e.onDead(q, err)
+	}
 	if e.allDead() {
 		e.runCloseAction()
 	}

@@ -287,8 +287,9 @@ const (
 // stripped, as macvtap does on read), or a datagram or seqpacket socket
 // that carries one frame per message.
 type mmsgReader struct {
-	q      *fdQueue
-	packet bool
+	q          *fdQueue
+	packet     bool
+	eofOnEmpty bool // a seqpacket socket: an empty message is its peer closing
 	bufs   []*rxBuffer
 	mmsg   []rawfile.MMsgHdr
 	names  [][sockaddrLLSize]byte
@@ -344,8 +345,8 @@ func (r *mmsgReader) read(w *pollWaiter) (string, error) {
 		return "", errStopped
 	case errno != 0:
 		return "recvmmsg", errno
-	case n == 0 && !r.packet:
-		return "recvmmsg", io.EOF // a seqpacket peer closed
+	case n == 0 && !r.packet, n > 0 && r.eofOnEmpty && r.mmsg[0].Len == 0:
+		return "recvmmsg", io.EOF // the peer closed
 	}
 	for i := 0; i < n; i++ {
 		r.frame(i)

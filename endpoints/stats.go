@@ -115,6 +115,14 @@ type queueCounters struct {
 	lastError   atomic.Pointer[string]
 }
 
+// lastErr returns the last error that took the queue down, or "".
+func (c *queueCounters) lastErr() string {
+	if e := c.lastError.Load(); e != nil {
+		return *e
+	}
+	return ""
+}
+
 func (c *queueCounters) setLastError(op string, err error) {
 	s := op + ": " + err.Error()
 	c.lastError.Store(&s)

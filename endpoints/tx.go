@@ -131,7 +131,8 @@ func txResult(e unix.Errno) (DropReason, unix.Errno, tcpip.Error) {
 // (as opposed to this frame being refused, or the interface being down).
 func fdBroken(e unix.Errno) bool {
 	switch e {
-	case unix.EBADF, unix.EBADFD, unix.EPIPE, unix.ECONNRESET, unix.ENOTCONN, unix.ENXIO, unix.ENODEV, unix.EFAULT:
+	case unix.EBADF, unix.EBADFD, unix.EPIPE, unix.ECONNRESET, unix.ENOTCONN, unix.ENXIO, unix.ENODEV, unix.EFAULT,
+		unix.ECONNREFUSED: // a dgram socket's peer is gone
 		return true
 	}
 	return false

@@ -219,7 +219,7 @@ func statusOf(err error) int {
 		errors.Is(err, config.ErrSyntax), errors.Is(err, config.ErrUnknownKey), errors.Is(err, config.ErrInvalidValue),
 		errors.Is(err, config.ErrMissing), errors.Is(err, config.ErrConflict):
 		return http.StatusBadRequest
-	case errors.Is(err, config.ErrDuplicate), errors.Is(err, endpoints.ErrInterfaceExists):
+	case errors.Is(err, config.ErrDuplicate), errors.Is(err, endpoints.ErrInterfaceExists), errors.Is(err, errDeviceBusy):
 		return http.StatusConflict
 	case errors.Is(err, endpoints.ErrNotNetNS), errors.Is(err, fs.ErrNotExist):
 		return http.StatusBadRequest

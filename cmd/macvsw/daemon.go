@@ -45,6 +45,9 @@ type daemon struct {
 	ports map[string]*runPort
 }
 
+// errDeviceBusy is a port request for a device another port uses (409).
+var errDeviceBusy = errors.New("device in use")
+
 // runPort is what the daemon knows of a port besides the switch.
 type runPort struct {
 	origin string
@@ -194,7 +197,7 @@ func (d *daemon) openDevice(pc config.Port, rec *statePort) (stack.LinkEndpoint,
 			return nil, stateDevice{}, fmt.Errorf("afpacket.netns: %w", err)
 		}
 		if other := d.deviceUser("afpacket", id, a.Interface); other != "" {
-			return nil, stateDevice{}, fmt.Errorf("interface %q in %s: %w: port %q uses it", a.Interface, nsName(a.Netns), vswitch.ErrExists, other)
+			return nil, stateDevice{}, fmt.Errorf("interface %q in %s: %w: port %q uses it", a.Interface, nsName(a.Netns), errDeviceBusy, other)
 		}
 		pk, err := endpoints.NewPacket(endpoints.PacketOptions{
 			Interface: a.Interface, NetNS: a.Netns, Queues: pc.Queues, Logger: d.log,
@@ -226,7 +229,7 @@ func (d *daemon) openTap(pc config.Port, rec *statePort) (stack.LinkEndpoint, st
 		return nil, stateDevice{}, fmt.Errorf("tap.netns: %w", err)
 	}
 	if other := d.deviceUser("tap", id, t.Ifname); other != "" {
-		return nil, stateDevice{}, fmt.Errorf("interface %q in %s: %w: port %q uses it", t.Ifname, t.Netns, vswitch.ErrExists, other)
+		return nil, stateDevice{}, fmt.Errorf("interface %q in %s: %w: port %q uses it", t.Ifname, t.Netns, errDeviceBusy, other)
 	}
 	mac, mtu, _ := d.sw.Core().LowerState()
 	if pc.Mode != vswitch.ModePassthru {

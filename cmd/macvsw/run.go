@@ -46,12 +46,14 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if err != nil {
 			return nil, err
 		}
-		if err := over.Apply(cfg); err != nil {
-			return nil, err
-		}
-		return cfg, cfg.CheckHost(host{})
+		return cfg, over.Apply(cfg)
 	}
 	cfg, err := load()
+	if err == nil {
+		// At start every name in the file must be there; a reload instead
+		// reports the ports it could not add and tries them again later.
+		err = cfg.CheckHost(host{})
+	}
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ package conformance
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -72,6 +73,8 @@ func parseMAC(name string) (net.HardwareAddr, error) {
 		s = "02:00:00:00:00:99"
 	case "allhosts":
 		s = "01:00:5e:00:00:01"
+	case "Bnew":
+		s = bNewMAC
 	case "group":
 		s = "01:00:5e:01:02:03"
 	default:
@@ -183,6 +186,7 @@ var cases = []ccase{
 	{name: "10_bridge_to_group_after_join_with_bridge_no_hairpin", modes: []string{"bridge", "bridge"}, setup: "B joins group", sends: []send{{"A", "group", "A", 0, 0, nil}}},
 	{name: "11_bridge_to_group_with_allmulticast_bridge_no_hairpin", modes: []string{"bridge", "bridge"}, setup: "B allmulti", sends: []send{{"A", "group", "A", 0, 0, nil}}},
 	{name: "12_bridge_to_bridge_unicast_no_hairpin", modes: []string{"bridge", "bridge"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
+	{name: "12_bridge_to_bridge_new_mac_set_inside_no_hairpin", modes: []string{"bridge", "bridge"}, setup: "B new MAC inside", sends: []send{{"A", "Bnew", "A", 0, 0, nil}}},
 	{name: "12_bridge_to_bridge_unicast_hairpin", hairpin: true, modes: []string{"bridge", "bridge"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
 	{name: "13_bridge_to_vepa_unicast_no_hairpin", modes: []string{"bridge", "vepa"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
 	{name: "13_bridge_to_vepa_unicast_hairpin", hairpin: true, modes: []string{"bridge", "vepa"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
@@ -194,12 +198,15 @@ var cases = []ccase{
 	{name: "16_vepa_to_vepa_unicast_hairpin", hairpin: true, modes: []string{"vepa", "vepa"}, sends: []send{{"A", "B", "A", 0, 0, nil}}},
 	{name: "17_bridge_to_down_bridge_unicast_no_hairpin", modes: []string{"bridge", "bridge"}, setup: "B down", sends: []send{{"A", "B", "A", 0, 0, nil}}},
 	{name: "17_bridge_to_down_bridge_unicast_hairpin", hairpin: true, modes: []string{"bridge", "bridge"}, setup: "B down", sends: []send{{"A", "B", "A", 0, 0, nil}}},
+	{name: "17_bridge_to_bridge_set_down_inside_unicast_no_hairpin", modes: []string{"bridge", "bridge"}, setup: "B down inside", sends: []send{{"A", "B", "A", 0, 0, nil}}},
+	{name: "17_bridge_to_bridge_set_down_inside_unicast_hairpin", hairpin: true, modes: []string{"bridge", "bridge"}, setup: "B down inside", sends: []send{{"A", "B", "A", 0, 0, nil}}},
 	{name: "18_bridge_to_lower_mac_no_hairpin", modes: []string{"bridge"}, sends: []send{{"A", "L", "A", 0, 0, nil}}},
 	{name: "18_bridge_to_lower_mac_hairpin", hairpin: true, modes: []string{"bridge"}, sends: []send{{"A", "L", "A", 0, 0, nil}}},
 	{name: "19_lower_to_vepa_unicast_no_hairpin", modes: []string{"vepa"}, sends: []send{{"LSTACK", "A", "L", 0, 0, nil}}},
 	{name: "19_lower_to_vepa_unicast_hairpin", hairpin: true, modes: []string{"vepa"}, sends: []send{{"LSTACK", "A", "L", 0, 0, nil}}},
 	{name: "20_ext_to_broadcast_with_private_vepa_bridge", modes: []string{"private", "vepa", "bridge"}, sends: []send{{"EXT", "bcast", "E", 0, 0, nil}}},
 	{name: "21_ext_to_vepa_unicast_with_vepa", modes: []string{"vepa", "vepa"}, sends: []send{{"EXT", "A", "E", 0, 0, nil}}},
+	{name: "21_ext_to_bridge_new_mac_set_inside_with_bridge", modes: []string{"bridge", "bridge"}, setup: "B new MAC inside", sends: []send{{"EXT", "Bnew", "E", 0, 0, nil}}},
 	{name: "22_ext_to_unknown_unicast_with_vepa_bridge", modes: []string{"vepa", "bridge"}, sends: []send{{"EXT", "U", "E", 0, 0, nil}}},
 	{name: "23_ext_as_vepa_to_broadcast_with_vepa_bridge", modes: []string{"vepa", "vepa", "bridge"}, sends: []send{{"EXT", "bcast", "A", 0, 0, nil}}},
 	{name: "24_ext_as_bridge_to_broadcast_with_bridge_vepa", modes: []string{"bridge", "bridge", "vepa"}, sends: []send{{"EXT", "bcast", "A", 0, 0, nil}}},
@@ -419,6 +426,9 @@ func buildSend(c ccase, i int, nonce int64) ([][]byte, string, error) {
 	return frames, label, nil
 }
 
+// bNewMAC is the MAC B gives itself from inside its sandbox.
+const bNewMAC = "02:00:00:00:01:bb"
+
 // applySetup performs a case's setup on either implementation: the kernel
 // with ip(8), macvsw with its CLI (or ip(8) where the setup is the
 // lower's).
@@ -438,6 +448,35 @@ func applySetup(v *netlab.Variant, setup string, macvsw bool) error {
 			return cli("port", "set", "p1", "--down")
 		}
 		return v.Lab.IP(v.Sandboxes[1], "link", "set", "eth0", "down")
+	case "B down inside", "B new MAC inside":
+		// The sandbox changes its own interface, as a container's init
+		// does, on both: macvsw must follow what the kernel's macvlan is.
+		args := []string{"link", "set", "eth0", "down"}
+		if setup == "B new MAC inside" {
+			args = []string{"link", "set", "eth0", "address", bNewMAC}
+		}
+		if err := v.Lab.IP(v.Sandboxes[1], args...); err != nil {
+			return err
+		}
+		if !macvsw {
+			return nil
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			out, err := exec.Command(macvswBin, "port", "show", "p1", "--socket", v.Socket).Output()
+			var pv struct {
+				MAC  string `json:"mac"`
+				Link bool   `json:"link"`
+			}
+			if err == nil && json.Unmarshal(out, &pv) == nil &&
+				(setup == "B down inside" && !pv.Link || setup == "B new MAC inside" && pv.MAC == bNewMAC) {
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("macvsw did not follow %q in 5 s: port p1 is %s", setup, out)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	case "B allmulti":
 		if macvsw {
 			return cli("port", "set", "p1", "--allmulticast=true")

@@ -15,7 +15,7 @@ import (
 var subtestName = regexp.MustCompile(`^(0[1-9]|[1-4][0-9]|5[0-7])(_[a-z0-9]+)+$`)
 
 // knownSetups are the setups applySetup performs; those on B need B.
-var knownSetups = map[string]bool{"": true, "B down": true, "B allmulti": true, "B joins group": true, "lower down": true, "cutoff -1": true}
+var knownSetups = map[string]bool{"": true, "B down": true, "B down inside": true, "B new MAC inside": true, "B allmulti": true, "B joins group": true, "lower down": true, "cutoff -1": true}
 
 // TestCaseTable checks, without root, what the live tests rely on: subtest
 // names well formed, unique and stable in meaning (the hairpin word and

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,6 +45,7 @@ type Variant struct {
 	Daemon     *exec.Cmd
 	Log        *SyncBuffer
 	ConfigPath string
+	bin        string
 	ConfigText string
 	Socket     string
 }
@@ -203,17 +205,51 @@ func BuildMacvsw(prefix, bin, dir string, hairpin bool, specs []SandboxSpec) (*V
 		return v, err
 	}
 	v.Log = &SyncBuffer{}
-	d, err := l.Start(topo.SW, v.Log, v.Log, bin, "run", "--config", v.ConfigPath)
-	if err != nil {
+	v.bin = bin
+	if err := v.StartDaemon(); err != nil {
 		return v, err
 	}
-	v.Daemon = d
 	for i := range specs {
 		if err := topo.WaitLink(v.Sandboxes[i], "eth0", 10*time.Second); err != nil {
 			return v, fmt.Errorf("%w\nmacvsw log:\n%s", err, v.Log.String())
 		}
 	}
 	return v, nil
+}
+
+// StartDaemon starts the macvsw daemon on the variant's config (again,
+// after StopDaemon or KillDaemon) and waits until its control socket
+// answers, at most 10 s.
+func (v *Variant) StartDaemon() error {
+	if v.Daemon != nil {
+		return fmt.Errorf("macvsw is already running")
+	}
+	d, err := v.Lab.Start(v.Topo.SW, v.Log, v.Log, v.bin, "run", "--config", v.ConfigPath)
+	if err != nil {
+		return err
+	}
+	v.Daemon = d
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.Dial("unix", v.Socket); err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("macvsw's control socket does not answer after 10s\n%s", v.Log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// KillDaemon kills the macvsw daemon (SIGKILL), as a crash would.
+func (v *Variant) KillDaemon() {
+	if v.Daemon == nil {
+		return
+	}
+	v.Daemon.Process.Kill()
+	v.Daemon.Wait()
+	v.Daemon = nil
 }
 
 // StopDaemon stops the macvsw daemon and reports an unclean exit.

@@ -102,6 +102,29 @@ func (l *Lab) BuildLAN(hairpin bool) (*Topo, error) {
 	return t, nil
 }
 
+// RecreateLower deletes the lower's veth pair and creates it again, wired
+// as before: the lower comes back under its name with a new ifindex, as
+// after a driver reload or a NIC hot-plug.
+func (t *Topo) RecreateLower() error {
+	if err := t.Lab.IP(t.SW, "link", "del", Lower); err != nil {
+		return err
+	}
+	if err := t.Lab.Veth(t.LAN, "swl", t.SW, Lower); err != nil {
+		return err
+	}
+	hp := "off"
+	if t.Hairpin {
+		hp = "on"
+	}
+	if err := t.Lab.IPs(t.LAN, "link set swl master br0", "link set dev swl type bridge_slave hairpin "+hp); err != nil {
+		return err
+	}
+	if _, err := run("bridge", "-n", t.LAN, "fdb", "add", LowerMAC, "dev", "swl", "master", "static"); err != nil {
+		return err
+	}
+	return t.Lab.IPs(t.SW, "link set "+Lower+" address "+LowerMAC)
+}
+
 // Sandbox creates namespace "sbI" (for sandbox index i) and returns it.
 func (t *Topo) Sandbox(i int) (string, error) {
 	return t.Lab.AddNS(fmt.Sprintf("sb%d", i))
