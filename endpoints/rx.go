@@ -290,11 +290,11 @@ type mmsgReader struct {
 	q          *fdQueue
 	packet     bool
 	eofOnEmpty bool // a seqpacket socket: an empty message is its peer closing
-	bufs   []*rxBuffer
-	mmsg   []rawfile.MMsgHdr
-	names  [][sockaddrLLSize]byte
-	ctrl   [][]byte
-	rs     rxScratch
+	bufs       []*rxBuffer
+	mmsg       []rawfile.MMsgHdr
+	names      [][sockaddrLLSize]byte
+	ctrl       [][]byte
+	rs         rxScratch
 }
 
 func newMMsgReader(q *fdQueue, packet bool) *mmsgReader {

@@ -102,8 +102,8 @@ const streamBatch = 64
 // stopped in is kept and written first (by a flusher waiting for room),
 // and frames that come meanwhile are dropped (tx_full).
 type streamWriter struct {
-	q       *fdQueue
-	s       txScratch
+	q        *fdQueue
+	s        txScratch
 	iovs     []unix.Iovec
 	lens     [][4]byte
 	sizes    []int    // bytes of each queued frame, length included
