@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -17,6 +15,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/macvsw/macvsw/cmd/macvsw/api"
 	"github.com/macvsw/macvsw/config"
 	"github.com/macvsw/macvsw/switch/counters"
 )
@@ -41,82 +40,44 @@ type exitErr struct {
 func (e *exitErr) Error() string { return e.err.Error() }
 func (e *exitErr) Unwrap() error { return e.err }
 
-// client talks to the daemon's control socket.
-type client struct {
-	socket string
-	hc     *http.Client
-}
+// client talks to the daemon's control socket, turning its refusals into
+// exit statuses.
+type client struct{ *api.Client }
 
-func newClient(socket string) *client {
-	return &client{socket: socket, hc: &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
-	}}}
-}
+func newClient(socket string) *client { return &client{api.NewClient(socket)} }
 
 // do sends a request and decodes a JSON answer into out (if non-nil).
 func (c *client) do(ctx context.Context, method, path string, body any, out any) error {
-	resp, err := c.send(ctx, method, path, body)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if out == nil {
-		_, err = io.Copy(io.Discard, resp.Body)
-		return err
-	}
-	if w, ok := out.(io.Writer); ok {
-		_, err = io.Copy(w, resp.Body)
-		return err
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	return exitFor(c.Do(ctx, method, path, body, out))
 }
 
-// send returns a successful response (the caller closes its body), or an
-// error with the exit status the outcome deserves.
+// send returns a successful response (the caller closes its body).
 func (c *client) send(ctx context.Context, method, path string, body any) (*http.Response, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return nil, err
+	resp, err := c.Send(ctx, method, path, body)
+	return resp, exitFor(err)
+}
+
+// exitFor gives an API error the exit status the outcome deserves.
+func exitFor(err error) error {
+	var ae *api.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, api.ErrNoDaemon):
+		return &exitErr{exitNoDaemon, fmt.Errorf("%w (is macvsw running? --socket)", err)}
+	case errors.As(err, &ae):
+		code := exitError
+		switch ae.Status {
+		case http.StatusNotFound:
+			code = exitNotFound
+		case http.StatusConflict:
+			code = exitConflict
+		case http.StatusForbidden:
+			code = exitForbidden
 		}
-		rd = bytes.NewReader(b)
+		return &exitErr{code, err}
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://macvsw"+path, rd)
-	if err != nil {
-		return nil, err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, &exitErr{exitNoDaemon, fmt.Errorf("control socket %s: %w (is macvsw running? --socket)", c.socket, errors.Unwrap(err))}
-	}
-	if resp.StatusCode < 300 {
-		return resp, nil
-	}
-	defer resp.Body.Close()
-	var e struct {
-		Error string `json:"error"`
-	}
-	b, _ := io.ReadAll(resp.Body)
-	if json.Unmarshal(b, &e) != nil || e.Error == "" {
-		e.Error = strings.TrimSpace(string(b))
-	}
-	code := exitError
-	switch resp.StatusCode {
-	case http.StatusNotFound:
-		code = exitNotFound
-	case http.StatusConflict:
-		code = exitConflict
-	case http.StatusForbidden:
-		code = exitForbidden
-	}
-	return nil, &exitErr{code, errors.New(e.Error)}
+	return err
 }
 
 // clientFlags registers --socket on fs.
@@ -221,7 +182,7 @@ func cmdPort(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	switch sub {
 	case "list":
-		var ports []PortView
+		var ports []api.Port
 		if err := c.do(ctx, "GET", "/v1/ports", nil, &ports); err != nil {
 			return err
 		}
@@ -238,7 +199,7 @@ func cmdPort(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err := need(1); err != nil {
 			return err
 		}
-		var v PortView
+		var v api.Port
 		if err := c.do(ctx, "GET", "/v1/ports/"+url.PathEscape(pos[0]), nil, &v); err != nil {
 			return err
 		}
@@ -280,7 +241,7 @@ func cmdPort(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			}
 			entry = e
 		}
-		var v PortView
+		var v api.Port
 		if err := c.do(ctx, "POST", "/v1/ports", entry, &v); err != nil {
 			return err
 		}
@@ -343,7 +304,7 @@ func cmdPort(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return errUsage
 }
 
-func state(v PortView) string {
+func state(v api.Port) string {
 	switch {
 	case !v.Up:
 		return "down"

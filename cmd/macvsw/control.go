@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/macvsw/macvsw/bridge"
+	"github.com/macvsw/macvsw/cmd/macvsw/api"
 	"github.com/macvsw/macvsw/config"
 	vswitch "github.com/macvsw/macvsw/switch"
 	"github.com/macvsw/macvsw/switch/counters"
@@ -13,28 +15,7 @@ import (
 // to the switch, which checks the kernel's rules and applies it all or
 // nothing; views and the running config are read back from it.
 
-// PortView is a port as the API and CLI show it.
-type PortView struct {
-	Name         string     `json:"name"`
-	Kind         string     `json:"kind"`
-	Interface    string     `json:"interface"`
-	Netns        string     `json:"netns,omitempty"`
-	Origin       string     `json:"origin"` // file or api
-	Owner        *portOwner `json:"owner,omitempty"`
-	Mode         string     `json:"mode"`
-	MAC          string     `json:"mac"`
-	MTU          uint32     `json:"mtu"`
-	Up           bool       `json:"up"`      // admin state
-	Link         bool       `json:"link"`    // its device is there and up
-	Carrier      bool       `json:"carrier"` // passes frames: up, link, the lower up
-	Queues       int        `json:"queues"`
-	AllMulticast bool       `json:"allmulticast"`
-	Multicast    []string   `json:"multicast,omitempty"`
-	SourceMACs   []string   `json:"source_macs,omitempty"`
-	NoDst        bool       `json:"nodst,omitempty"`
-}
-
-func (d *daemon) view(p *bridge.Port) PortView {
+func (d *daemon) view(p *bridge.Port) api.Port {
 	c := p.Core().Config()
 	d.mu.Lock()
 	rp := d.ports[p.Name()]
@@ -44,7 +25,7 @@ func (d *daemon) view(p *bridge.Port) PortView {
 	if rp != nil {
 		dev, origin = rp.dev, rp.origin
 	}
-	v := PortView{
+	v := api.Port{
 		Name: c.Name, Kind: dev.Kind, Interface: dev.Ifname, Origin: origin, Owner: rp.ownerOf(),
 		Mode: c.Mode.String(), MAC: c.MAC.String(), MTU: c.MTU,
 		Up: !c.Down, Link: p.Core().LinkUp(), Carrier: p.Core().Running(), Queues: c.Queues,
@@ -60,10 +41,17 @@ func (d *daemon) view(p *bridge.Port) PortView {
 	return v
 }
 
-func (d *daemon) portViews() []PortView {
-	out := []PortView{}
+// portViews lists the ports; with o, only the owned ones that match it
+// (an empty field matches anything).
+func (d *daemon) portViews(o *api.Owner) []api.Port {
+	out := []api.Port{}
 	for _, p := range d.sw.Ports() {
-		out = append(out, d.view(p))
+		v := d.view(p)
+		if o != nil && (v.Owner == nil || o.ContainerID != "" && v.Owner.ContainerID != o.ContainerID ||
+			o.IfName != "" && v.Owner.IfName != o.IfName) {
+			continue
+		}
+		out = append(out, v)
 	}
 	return out
 }
@@ -76,10 +64,10 @@ func (d *daemon) port(name string) (*bridge.Port, error) {
 	return p, nil
 }
 
-func (d *daemon) portView(name string) (PortView, error) {
+func (d *daemon) portView(name string) (api.Port, error) {
 	p, err := d.port(name)
 	if err != nil {
-		return PortView{}, err
+		return api.Port{}, err
 	}
 	return d.view(p), nil
 }
@@ -87,20 +75,72 @@ func (d *daemon) portView(name string) (PortView, error) {
 // addPortLive adds a port from an API request: one config entry, checked
 // as the file's would be, then by the running switch. The port is kept
 // across restarts until it is deleted.
-func (d *daemon) addPortLive(entry []byte) (string, error) {
+//
+// A port with an owner (a container runtime's container and interface) is
+// idempotent: asking again for the same owner returns the port already
+// made for it if the entry asks for the same, and is refused (409)
+// otherwise.
+func (d *daemon) addPortLive(entry []byte, owner *portOwner) (string, error) {
 	pc, err := config.ParsePort("request", entry)
 	if err != nil {
 		return "", err
+	}
+	if owner != nil {
+		d.ctlMu.Lock()
+		name, found := d.ownedBy(*owner)
+		d.ctlMu.Unlock()
+		if found {
+			have, _, _ := d.portConfig(d.sw.Port(name))
+			if name == pc.Name && config.SameDevice(&have, &pc) && (pc.MAC.IsZero() || pc.MAC == have.MAC) {
+				return name, nil
+			}
+			return "", fmt.Errorf("container %s interface %s already has port %q, made differently: %w", owner.ContainerID, owner.IfName, name, errDeviceBusy)
+		}
 	}
 	if pc.AFPacket != nil && pc.AFPacket.Netns == "" && pc.AFPacket.Interface == d.runningConfig().Lower.Interface {
 		return "", badRequest("afpacket.interface: %q is the lower; the lower cannot also be a port", pc.AFPacket.Interface)
 	}
 	d.ctlMu.Lock()
 	defer d.ctlMu.Unlock()
-	if err := d.addPort(pc, originAPI, nil, nil); err != nil {
+	if err := d.addPort(pc, originAPI, owner, nil); err != nil {
 		return "", err
 	}
 	return pc.Name, d.saveState()
+}
+
+// ownedBy returns the port made for owner.
+func (d *daemon) ownedBy(o portOwner) (string, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for name, rp := range d.ports {
+		if rp.owner != nil && *rp.owner == o {
+			return name, true
+		}
+	}
+	return "", false
+}
+
+// removeOwned removes the ports of a container (of one of its interfaces
+// when o.IfName is set) and returns their names; none is not an error.
+func (d *daemon) removeOwned(o api.Owner) ([]string, error) {
+	d.ctlMu.Lock()
+	defer d.ctlMu.Unlock()
+	var names []string
+	d.mu.Lock()
+	for name, rp := range d.ports {
+		if rp.owner != nil && rp.owner.ContainerID == o.ContainerID && (o.IfName == "" || rp.owner.IfName == o.IfName) {
+			names = append(names, name)
+		}
+	}
+	d.mu.Unlock()
+	var errs []error
+	for _, n := range names {
+		errs = append(errs, d.removePort(n))
+	}
+	if err := d.saveState(); err != nil {
+		errs = append(errs, err)
+	}
+	return names, errors.Join(errs...)
 }
 
 // removePortLive removes a port on request.
@@ -113,29 +153,15 @@ func (d *daemon) removePortLive(name string) error {
 	return d.saveState()
 }
 
-func (rp *runPort) ownerOf() *portOwner {
-	if rp == nil {
+func (rp *runPort) ownerOf() *api.Owner {
+	if rp == nil || rp.owner == nil {
 		return nil
 	}
-	return rp.owner
+	return &api.Owner{ContainerID: rp.owner.ContainerID, IfName: rp.owner.IfName}
 }
 
-// portPatch is the body of PATCH /v1/ports/{name}.
-type portPatch struct {
-	Mode         *string  `json:"mode"`
-	MTU          *uint32  `json:"mtu"`
-	Up           *bool    `json:"up"`
-	MAC          *string  `json:"mac"`
-	AllMulticast *bool    `json:"allmulticast"`
-	Join         []string `json:"join"`  // multicast groups to subscribe (ip maddr add)
-	Leave        []string `json:"leave"` // groups to unsubscribe
-	QueueLen     *int     `json:"queue_len"`
-	BCQueueLen   *int     `json:"bcqueuelen"`
-	NoDst        *bool    `json:"nodst"`
-}
-
-// change parses the patch into one switch change.
-func (p portPatch) change() (vswitch.PortChange, error) {
+// patchChange parses a PATCH body into one switch change.
+func patchChange(p api.PortPatch) (vswitch.PortChange, error) {
 	c := vswitch.PortChange{MTU: p.MTU, Up: p.Up, AllMulti: p.AllMulticast, QueueLen: p.QueueLen,
 		BroadcastQueueLen: p.BCQueueLen, NoDst: p.NoDst}
 	if p.Mode != nil {
@@ -170,8 +196,8 @@ func (p portPatch) change() (vswitch.PortChange, error) {
 
 // setPort applies a PATCH all or nothing: to the switch and to the
 // port's device.
-func (d *daemon) setPort(name string, patch portPatch) error {
-	c, err := patch.change()
+func (d *daemon) setPort(name string, patch api.PortPatch) error {
+	c, err := patchChange(patch)
 	if err != nil {
 		return err
 	}
