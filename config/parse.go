@@ -703,7 +703,14 @@ func (d *decoder) port(n *yaml.Node, path string, p *Port) {
 // checks are the file's for a port on its own, and the switch's rules for
 // a port on an unknown lower; rules between ports are the running
 // switch's business.
-func ParsePort(name string, data []byte) (Port, error) {
+func ParsePort(name string, data []byte) (Port, error) { return parsePort(name, data, false) }
+
+// ParseHandoffPort parses a port entry for a port whose socket the daemon
+// makes and hands over (POST /v1/ports?fd=...): as ParsePort, but the
+// entry names no kind (tap, afpacket, socket); the returned port has none.
+func ParseHandoffPort(name string, data []byte) (Port, error) { return parsePort(name, data, true) }
+
+func parsePort(name string, data []byte, handoff bool) (Port, error) {
 	src := newSource(name)
 	var doc yaml.Node
 	if err := unmarshalOne(data, &doc); err != nil {
@@ -716,6 +723,13 @@ func ParsePort(name string, data []byte) (Port, error) {
 	}
 	d.port(doc.Content[0], "", &p)
 	k := &checker{src: src}
+	if handoff {
+		if p.Kind() != "" {
+			k.fail(p.Kind(), ErrConflict, "a hand-off port's socket is made by the daemon: remove %s", p.Kind())
+		}
+		// Stand in for the kind so the rest is checked as usual.
+		p.Socket = &SocketPort{Type: SocketStream, Listen: "/handoff"}
+	}
 	validatePort(k, &p, "")
 	for _, e := range vswitch.CheckPorts(vswitch.LowerInfo{}, []vswitch.PortConfig{p.SwitchConfig()}) {
 		if !d.reportedUnder(e.Field) && !slices.ContainsFunc(k.errs, func(fe *FieldError) bool { return fe.Field == e.Field }) {
@@ -730,6 +744,9 @@ func ParsePort(name string, data []byte) (Port, error) {
 	}
 	if err := joinErrors(errs); err != nil {
 		return Port{}, err
+	}
+	if handoff {
+		p.Socket = nil
 	}
 	return p, nil
 }

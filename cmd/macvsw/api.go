@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/macvsw/macvsw/cmd/macvsw/api"
 	"github.com/macvsw/macvsw/config"
 	"github.com/macvsw/macvsw/endpoints"
 	vswitch "github.com/macvsw/macvsw/switch"
@@ -269,8 +270,19 @@ func (a *apiServer) routes() http.Handler {
 	mux.HandleFunc("GET /v1/version", a.wrap(func(http.ResponseWriter, *http.Request) (any, error) {
 		return map[string]string{"version": version}, nil
 	}))
-	mux.HandleFunc("GET /v1/ports", a.wrap(func(http.ResponseWriter, *http.Request) (any, error) {
-		return a.d.portViews(), nil
+	mux.HandleFunc("GET /v1/ports", a.wrap(func(_ http.ResponseWriter, r *http.Request) (any, error) {
+		return a.d.portViews(ownerQuery(r)), nil
+	}))
+	mux.HandleFunc("DELETE /v1/ports", a.wrap(func(_ http.ResponseWriter, r *http.Request) (any, error) {
+		o := ownerQuery(r)
+		if o == nil || o.ContainerID == "" {
+			return nil, badRequest("DELETE /v1/ports needs ?container_id=ID[&ifname=IF]")
+		}
+		names, err := a.d.removeOwned(*o)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"deleted": names}, nil
 	}))
 	mux.HandleFunc("POST /v1/ports", a.wrap(a.addPort))
 	mux.HandleFunc("GET /v1/ports/{name}", a.wrap(func(_ http.ResponseWriter, r *http.Request) (any, error) {
@@ -316,24 +328,51 @@ func (a *apiServer) routes() http.Handler {
 	return mux
 }
 
-func (a *apiServer) addPort(_ http.ResponseWriter, r *http.Request) (any, error) {
+func (a *apiServer) addPort(w http.ResponseWriter, r *http.Request) (any, error) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
 		return nil, badRequest("request body: %v", err)
 	}
-	var probe map[string]any
+	if kind := r.URL.Query().Get("fd"); kind != "" {
+		a.handoff(w, body, kind)
+		return nil, nil
+	}
+	var probe map[string]json.RawMessage
 	if err := json.Unmarshal(body, &probe); err != nil {
 		return nil, badRequest("request body is not a JSON object: %v", err)
 	}
-	name, err := a.d.addPortLive(body)
+	// "owner" is the API's, not a config key: whoever asks for a port
+	// for a container says whose it is.
+	var owner *portOwner
+	if raw, ok := probe["owner"]; ok {
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		var o api.Owner
+		if err := dec.Decode(&o); err != nil || o.ContainerID == "" || o.IfName == "" {
+			return nil, badRequest("owner: want {\"container_id\": ..., \"ifname\": ...} (%v)", err)
+		}
+		owner = &portOwner{ContainerID: o.ContainerID, IfName: o.IfName}
+		delete(probe, "owner")
+		body, _ = json.Marshal(probe)
+	}
+	name, err := a.d.addPortLive(body, owner)
 	if err != nil {
 		return nil, err
 	}
 	return a.d.portView(name)
 }
 
+// ownerQuery reads ?container_id=ID&ifname=IF (nil when absent).
+func ownerQuery(r *http.Request) *api.Owner {
+	q := r.URL.Query()
+	if q.Get("container_id") == "" && q.Get("ifname") == "" && q.Get("owned") == "" {
+		return nil
+	}
+	return &api.Owner{ContainerID: q.Get("container_id"), IfName: q.Get("ifname")}
+}
+
 func (a *apiServer) setPort(_ http.ResponseWriter, r *http.Request) (any, error) {
-	var p portPatch
+	var p api.PortPatch
 	if err := decode(r, &p); err != nil {
 		return nil, err
 	}
@@ -341,6 +380,62 @@ func (a *apiServer) setPort(_ http.ResponseWriter, r *http.Request) (any, error)
 		return nil, err
 	}
 	return a.d.portView(r.PathValue("name"))
+}
+
+// handoff answers POST /v1/ports?fd=KIND: it adds a port on a socket pair
+// and hands the other end back on this connection, as api.AddPortFD
+// expects: one byte first ('1' with the FD attached, '0' without), then
+// the HTTP response.
+func (a *apiServer) handoff(w http.ResponseWriter, body []byte, kind string) {
+	var probe map[string]any
+	var name string
+	fd := -1
+	err := json.Unmarshal(body, &probe)
+	if err != nil {
+		err = badRequest("request body is not a JSON object: %v", err)
+	} else {
+		name, fd, err = a.d.addPortHandoff(body, kind)
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		writeJSON(w, 500, map[string]string{"error": "connection cannot hand over an FD"})
+		return
+	}
+	conn, _, herr := hj.Hijack()
+	if herr != nil {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return
+	}
+	defer conn.Close()
+	uc, _ := conn.(*net.UnixConn)
+	status, v := http.StatusOK, any(nil)
+	if err == nil && uc != nil {
+		_, _, werr := uc.WriteMsgUnix([]byte{'1'}, unix.UnixRights(fd), nil)
+		unix.Close(fd)
+		if werr != nil {
+			a.log.Warn("hand-off: could not send the FD; removing the port", "port", name, "err", werr)
+			a.d.removePortLive(name)
+			return
+		}
+		v, err = a.d.portView(name)
+	} else {
+		if fd >= 0 {
+			unix.Close(fd)
+			a.d.removePortLive(name)
+		}
+		conn.Write([]byte{'0'})
+	}
+	if err != nil {
+		status, v = statusOf(err), map[string]string{"error": err.Error()}
+	}
+	b, _ := json.Marshal(v)
+	fmt.Fprintf(conn, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+		status, http.StatusText(status), len(b), b)
 }
 
 type macaddrReq struct {

@@ -48,6 +48,9 @@ type daemon struct {
 // errDeviceBusy is a port request for a device another port uses (409).
 var errDeviceBusy = errors.New("device in use")
 
+// errPortExists is a port request for a name in use (409).
+var errPortExists = vswitch.ErrExists
+
 // runPort is what the daemon knows of a port besides the switch.
 type runPort struct {
 	origin string
@@ -153,6 +156,11 @@ func (d *daemon) restore(file []config.Port, saved stateFile) error {
 		if sp.Origin == originFile {
 			d.log.Info("port no longer in the config file; removing its device", "port", sp.Name)
 			d.forget(sp)
+			continue
+		}
+		if sp.Device.Kind == "handoff" {
+			d.log.Info("a hand-off port does not outlive the daemon (its socket is gone); dropped", "port", sp.Name)
+			d.events.add(bridge.Event{Port: sp.Name, Type: "restore_failed", Detail: "hand-off socket gone with the daemon"})
 			continue
 		}
 		pc, err := config.ParsePort("state", []byte(sp.Entry))
@@ -302,14 +310,23 @@ func (d *daemon) deviceUser(kind string, id endpoints.NetNSID, ifname string) st
 // addPort opens the port's device and adds it to the switch.
 func (d *daemon) addPort(pc config.Port, origin string, owner *portOwner, rec *statePort) error {
 	if d.sw.Port(pc.Name) != nil {
-		return fmt.Errorf("port %q: %w", pc.Name, vswitch.ErrExists)
+		return fmt.Errorf("port %q: %w", pc.Name, errPortExists)
 	}
 	ep, dev, err := d.openDevice(pc, rec)
 	if err != nil {
 		return fmt.Errorf("port %q: %w", pc.Name, err)
 	}
-	if _, err := d.sw.AddPort(pc.SwitchConfig(), ep, bridge.PortOptions{}); err != nil {
+	if err := d.addEndpoint(pc, origin, owner, ep, dev); err != nil {
 		closeDevice(ep, dev, rec == nil)
+		return err
+	}
+	return nil
+}
+
+// addEndpoint adds a port on an open endpoint; on error the caller still
+// owns ep.
+func (d *daemon) addEndpoint(pc config.Port, origin string, owner *portOwner, ep stack.LinkEndpoint, dev stateDevice) error {
+	if _, err := d.sw.AddPort(pc.SwitchConfig(), ep, bridge.PortOptions{}); err != nil {
 		return err
 	}
 	d.mu.Lock()
@@ -370,7 +387,9 @@ func (d *daemon) runningConfig() *config.Config {
 	d.mu.Unlock()
 	c.Ports = nil
 	for _, p := range d.sw.Ports() {
-		if pc, _, ok := d.portConfig(p); ok {
+		// A hand-off port has no entry a file could hold: its socket
+		// was made for its caller.
+		if pc, rp, ok := d.portConfig(p); ok && rp.dev.Kind != "handoff" {
 			c.Ports = append(c.Ports, pc)
 		}
 	}
