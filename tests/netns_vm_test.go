@@ -31,12 +31,16 @@ import (
 //	guest S ─ stream ─┐               ┌─ tap ─ sandbox 0 (10.77.0.1, HTTP)
 //	guest D ─ dgram ──┤    macvsw     │
 //	guest T ─ tap in vmns ─ AF_PACKET ┤ lower ── LAN ── host 10.77.0.100
-//	guest C ─ stream (QEMU server=on) ┘
+//	guest C ─ stream (QEMU server=on) ┤
+//	guest F ─ handed-off stream FD ───┘
+//
+// Guest F's QEMU gets its netdev as an FD from POST /v1/ports?fd=stream
+// (addr.type=fd): no socket path, no tap.
 func TestNetnsQEMUGuests(t *testing.T) {
 	requireNetns(t)
 	vmlab.Require(t)
 	if testing.Short() {
-		t.Skip("boots four QEMU guests")
+		t.Skip("boots six QEMU guests")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
@@ -97,7 +101,19 @@ func TestNetnsQEMUGuests(t *testing.T) {
 	// C: QEMU listens (server=on); macvsw connects.
 	cSock := filepath.Join(dir, "vm-c.sock")
 	gc := guest("vmc", 4, "", "-netdev", "stream,id=n0,server=on,addr.type=unix,addr.path="+cSock)
-	for _, g := range []*vmlab.Guest{gs, gd, gt, gc} {
+
+	// F: a stream FD handed over by the daemon, given to QEMU as fd 3.
+	_, fdF, err := api.NewClient(m.Socket).AddPortFD(ctx, map[string]any{"name": "vmf", "mode": "bridge", "mac": mac(5)}, api.HandoffStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gf := vmlab.StartT(t, ctx, vmlab.Options{
+		Name: "vmf", Assets: assets, ExtraFiles: []*os.File{fdF},
+		QEMUArgs: []string{"-netdev", "stream,id=n0,server=off,addr.type=fd,addr.str=3", "-device", "virtio-net-pci,netdev=n0,mac=" + mac(5)},
+		Ifaces:   []vmlab.Iface{{Name: "net0", MAC: mac(5), Addrs: []string{ip(5) + "/24"}}},
+	})
+	fdF.Close() // QEMU holds it now
+	for _, g := range []*vmlab.Guest{gs, gd, gt, gc, gf} {
 		if err := g.WaitReady(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -120,8 +136,13 @@ func TestNetnsQEMUGuests(t *testing.T) {
 			t.Errorf("%s: %s fetching 1 MiB: %v %s (want sha256 %s)", what, g.Name, err, out, want)
 		}
 	}
-	for _, g := range []*vmlab.Guest{gs, gd, gt, gc} {
+	for _, g := range []*vmlab.Guest{gs, gd, gt, gc, gf} {
 		reach(g, "first boot")
+	}
+	// The handed-off port loses its carrier when its QEMU exits.
+	gf.Close()
+	if !waitFor(5*time.Second, func() bool { return !m.port("vmf").Link }) {
+		t.Errorf("the QEMU holding the handed-off FD exited, port vmf still has a link")
 	}
 	// Bridge-mode guests reach each other directly.
 	if _, err := gs.MustRun(ctx, "ping -c 3 -W 2 "+ip(2)); err != nil {
