@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	vswitch "github.com/macvsw/macvsw/switch"
 	"github.com/macvsw/macvsw/switch/counters"
@@ -197,6 +198,10 @@ func (d *portDispatcher) DeliverQueuePacket(queue int, pkt *stack.PacketBuffer) 
 		(*f)(false, pkt)
 	}
 	d.sw.Transmit(d.port, pkt, queue)
+	if w := d.port.Throttle(); w > 0 {
+		// The port is far over its limit: pace its reader.
+		time.Sleep(w)
+	}
 }
 
 // DeliverLinkPacket implements stack.NetworkDispatcher; a switch port has no

@@ -148,6 +148,14 @@ type Port struct {
 	NoDst      bool          // source mode: matching frames get no normal delivery
 	NoPromisc  bool          // passthru: do not make the lower promiscuous
 	BCQueueLen int           // this port's broadcast queue length request
+	// Police limits what the port sends into the switch (key "police");
+	// zero: no limits.
+	Police vswitch.Police
+	// SpoofCheck drops frames the port sends as someone else (key
+	// "spoofcheck"); AllowedIPs are the source addresses it may use (key
+	// "allowed_ips"; for a tap port, default its tap.addresses).
+	SpoofCheck bool
+	AllowedIPs []netip.Prefix
 
 	Tap      *TapPort
 	AFPacket *AFPacketPort
@@ -218,12 +226,23 @@ type SocketPort struct {
 // SwitchConfig returns what the switch core makes of the port.
 func (p *Port) SwitchConfig() vswitch.PortConfig {
 	bcq := p.BCQueueLen
-	return vswitch.PortConfig{
+	pc := vswitch.PortConfig{
 		Name: p.Name, Mode: p.Mode, MAC: p.MAC, MTU: uint32(max(p.MTU, 0)),
 		Queues: p.Queues, QueueLen: p.QueueLen, AllMulti: vswitch.Bool(p.AllMulticast),
 		Groups: p.Multicast, SourceMACs: p.SourceMACs, NoDst: p.NoDst, NoPromisc: p.NoPromisc,
-		BroadcastQueueLen: &bcq,
+		BroadcastQueueLen: &bcq, SpoofCheck: p.SpoofCheck, AllowedIPs: p.AllowedIPs,
 	}
+	if !p.Police.IsZero() {
+		pol := p.Police
+		pc.Police = &pol
+	}
+	if p.SpoofCheck && len(p.AllowedIPs) == 0 && p.Tap != nil {
+		// The tap's own addresses, as hosts.
+		for _, a := range p.Tap.Addresses {
+			pc.AllowedIPs = append(pc.AllowedIPs, netip.PrefixFrom(a.Addr(), a.Addr().BitLen()))
+		}
+	}
+	return pc
 }
 
 // PortOf returns the config entry of a port the switch runs, without its
@@ -234,6 +253,10 @@ func PortOf(pc vswitch.PortConfig) Port {
 		Name: pc.Name, Mode: pc.Mode, MAC: pc.MAC, MTU: int(pc.MTU), Queues: pc.Queues, QueueLen: pc.QueueLen,
 		AllMulticast: pc.AllMulti == nil || *pc.AllMulti, Multicast: pc.Groups, SourceMACs: pc.SourceMACs,
 		NoDst: pc.NoDst, NoPromisc: pc.NoPromisc, BCQueueLen: DefaultBroadcastQueueLen,
+		SpoofCheck: pc.SpoofCheck, AllowedIPs: pc.AllowedIPs,
+	}
+	if pc.Police != nil {
+		p.Police = *pc.Police
 	}
 	if pc.BroadcastQueueLen != nil {
 		p.BCQueueLen = *pc.BroadcastQueueLen

@@ -298,6 +298,31 @@ ports:
     nopromisc: true
     tap: {netns: /var/run/netns/a}
 `, ErrConflict, "t.yaml:4:5: ports[0].nopromisc: only allowed in passthru mode", nil},
+	{"allowed_ips without spoofcheck", `lower: {interface: eth0}
+ports:
+  - name: p0
+    allowed_ips: [10.0.0.2]
+    tap: {netns: /var/run/netns/a}
+`, ErrConflict, "t.yaml:4:5: ports[0].allowed_ips: needs spoofcheck: true", nil},
+	{"bad allowed_ips", `lower: {interface: eth0}
+ports:
+  - name: p0
+    spoofcheck: true
+    allowed_ips: [10.0.0.300]
+    tap: {netns: /var/run/netns/a}
+`, ErrInvalidValue, `t.yaml:5:19: ports[0].allowed_ips[0]: bad address "10.0.0.300"`, nil},
+	{"bad rate", `lower: {interface: eth0}
+ports:
+  - name: p0
+    police: {pps: 10x}
+    tap: {netns: /var/run/netns/a}
+`, ErrInvalidValue, `t.yaml:4:14: ports[0].police.pps: bad count "10x" (want a number of frames per second, e.g. 10000 or 10k)`, nil},
+	{"rate too high", `lower: {interface: eth0}
+ports:
+  - name: p0
+    police: {bps: 2T}
+    tap: {netns: /var/run/netns/a}
+`, ErrInvalidValue, `t.yaml:4:14: ports[0].police.bps: 2000000000000 above the maximum 1000000000000`, nil},
 	{"afpacket on the lower", `lower: {interface: eth0}
 ports:
   - name: p0
@@ -536,7 +561,10 @@ func TestExample(t *testing.T) {
 		}, {
 			Name: "vm2", Mode: vswitch.ModeBridge, MAC: c.Ports[1].MAC,
 			Queues: 1, QueueLen: 1000, AllMulticast: true, BCQueueLen: 1000,
-			Tap: &TapPort{Netns: "/var/run/netns/vm2", Ifname: "vm2", Offloads: true, LoUp: true},
+			Police:     vswitch.Police{PPS: 100_000, BPS: 1_000_000_000, FloodPPS: 1000},
+			SpoofCheck: true,
+			AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.0.0.3/32"), netip.MustParsePrefix("fd00::3/128"), netip.MustParsePrefix("10.1.0.0/24")},
+			Tap:        &TapPort{Netns: "/var/run/netns/vm2", Ifname: "vm2", Offloads: true, LoUp: true},
 		}, {
 			Name: "isolated", Mode: vswitch.ModePrivate, MAC: mac("02:00:00:00:00:03"),
 			Queues: 1, QueueLen: 1000, AllMulticast: true, BCQueueLen: 1000,

@@ -100,7 +100,8 @@ func portEqual(a, b *Port) bool {
 	if a.Name != b.Name || a.Mode != b.Mode || a.MAC != b.MAC || a.MTU != b.MTU ||
 		a.Queues != b.Queues || a.QueueLen != b.QueueLen || a.AllMulticast != b.AllMulticast ||
 		!slices.Equal(a.Multicast, b.Multicast) || !slices.Equal(a.SourceMACs, b.SourceMACs) ||
-		a.NoDst != b.NoDst || a.NoPromisc != b.NoPromisc || a.BCQueueLen != b.BCQueueLen {
+		a.NoDst != b.NoDst || a.NoPromisc != b.NoPromisc || a.BCQueueLen != b.BCQueueLen ||
+		a.Police != b.Police || a.SpoofCheck != b.SpoofCheck || !slices.Equal(a.AllowedIPs, b.AllowedIPs) {
 		return false
 	}
 	return SameDevice(a, b)

@@ -56,6 +56,9 @@ type (
 		NoDst        bool          `yaml:"nodst,omitempty"`
 		NoPromisc    bool          `yaml:"nopromisc,omitempty"`
 		BCQueueLen   int           `yaml:"bcqueuelen"`
+		Police       *filePolice   `yaml:"police,omitempty"`
+		SpoofCheck   bool          `yaml:"spoofcheck,omitempty"`
+		AllowedIPs   []string      `yaml:"allowed_ips,omitempty"`
 		Tap          *fileTap      `yaml:"tap,omitempty"`
 		AFPacket     *fileAFPacket `yaml:"afpacket,omitempty"`
 		Socket       *fileSocket   `yaml:"socket,omitempty"`
@@ -68,6 +71,14 @@ type (
 		Offloads  bool        `yaml:"offloads"`
 		Adopt     bool        `yaml:"adopt,omitempty"`
 		LoUp      bool        `yaml:"lo_up"`
+	}
+	filePolice struct {
+		PPS        uint64 `yaml:"pps,omitempty"`
+		BPS        uint64 `yaml:"bps,omitempty"`
+		Burst      uint64 `yaml:"burst,omitempty"`
+		BurstBytes uint64 `yaml:"burst_bytes,omitempty"`
+		FloodPPS   uint64 `yaml:"flood_pps,omitempty"`
+		FloodBurst uint64 `yaml:"flood_burst,omitempty"`
 	}
 	fileRoute struct {
 		To     string `yaml:"to"`
@@ -137,8 +148,15 @@ func (c *Config) Marshal() ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// filePortOf adds p's kind to fp.
+// filePortOf adds p's policing, anti-spoofing and kind to fp.
 func filePortOf(p Port, fp filePort) filePort {
+	if !p.Police.IsZero() {
+		fp.Police = (*filePolice)(&p.Police)
+	}
+	fp.SpoofCheck = p.SpoofCheck
+	for _, a := range p.AllowedIPs {
+		fp.AllowedIPs = append(fp.AllowedIPs, a.String())
+	}
 	if t := p.Tap; t != nil {
 		ft := &fileTap{Netns: t.Netns, Ifname: t.Ifname, Offloads: t.Offloads, Adopt: t.Adopt, LoUp: t.LoUp}
 		for _, a := range t.Addresses {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
+	"math"
 	"net/netip"
 	"os"
 	"regexp"
@@ -415,6 +416,71 @@ func (d *decoder) integer(dst *int) func(*yaml.Node, string) {
 	}
 }
 
+// rate decodes a non-negative count: an integer, or a string with a
+// decimal SI suffix (k, M, G, T), e.g. 10M or 2.5G.
+func (d *decoder) rate(dst *uint64, unit string) func(*yaml.Node, string) {
+	return func(v *yaml.Node, path string) {
+		s, ok := d.scalar(v, path, "a number of "+unit)
+		if !ok {
+			return
+		}
+		n, err := ParseRate(s)
+		if err != nil {
+			d.fail(path, classWrap(ErrInvalidValue, err, "%v (want a number of %s, e.g. 10000 or 10k)", err, unit))
+			return
+		}
+		*dst = n
+	}
+}
+
+// ParseRate parses a non-negative count with an optional decimal SI
+// suffix: "1500", "10k", "2.5G" (2500000000).
+func ParseRate(s string) (uint64, error) {
+	mult := 1.0
+	num := strings.TrimSpace(s)
+	if n := len(num); n > 0 {
+		switch num[n-1] {
+		case 'k', 'K':
+			mult = 1e3
+		case 'M':
+			mult = 1e6
+		case 'G':
+			mult = 1e9
+		case 'T':
+			mult = 1e12
+		}
+		if mult != 1 {
+			num = num[:n-1]
+		}
+	}
+	if mult == 1 {
+		n, err := strconv.ParseUint(num, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("bad count %q", s)
+		}
+		return n, nil
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) || f*mult >= 1<<63 {
+		return 0, fmt.Errorf("bad count %q", s)
+	}
+	return uint64(f * mult), nil
+}
+
+// ParseAddrOrPrefix parses "10.0.0.2" (a host prefix) or "10.0.0.0/24"
+// (masked).
+func ParseAddrOrPrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
 func (d *decoder) boolean(dst *bool) func(*yaml.Node, string) {
 	return func(v *yaml.Node, path string) {
 		v = resolve(v)
@@ -622,6 +688,32 @@ func (d *decoder) port(n *yaml.Node, path string, p *Port) {
 		{"nodst", d.boolean(&p.NoDst)},
 		{"nopromisc", d.boolean(&p.NoPromisc)},
 		{"bcqueuelen", d.integer(&p.BCQueueLen)},
+		{"police", func(v *yaml.Node, path string) {
+			pol := &p.Police
+			d.mapping(v, path, []field{
+				{"pps", d.rate(&pol.PPS, "frames per second")},
+				{"bps", d.rate(&pol.BPS, "bits per second")},
+				{"burst", d.rate(&pol.Burst, "frames")},
+				{"burst_bytes", d.rate(&pol.BurstBytes, "bytes")},
+				{"flood_pps", d.rate(&pol.FloodPPS, "frames per second")},
+				{"flood_burst", d.rate(&pol.FloodBurst, "frames")},
+			})
+		}},
+		{"spoofcheck", d.boolean(&p.SpoofCheck)},
+		{"allowed_ips", func(v *yaml.Node, path string) {
+			d.sequence(v, path, func(e *yaml.Node, epath string) {
+				s, ok := d.scalar(e, epath, "an address or prefix")
+				if !ok {
+					return
+				}
+				a, err := ParseAddrOrPrefix(s)
+				if err != nil {
+					d.fail(epath, classWrap(ErrInvalidValue, err, "bad address %q (want an address, 10.0.0.2, or a prefix, 10.0.0.0/24)", s))
+					return
+				}
+				p.AllowedIPs = append(p.AllowedIPs, a)
+			})
+		}},
 		{"tap", func(v *yaml.Node, path string) {
 			t := defaultTap()
 			d.mapping(v, path, []field{

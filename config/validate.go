@@ -300,6 +300,38 @@ func validatePort(k *checker, p *Port, base string) {
 	if so := p.Socket; so != nil {
 		validateSocket(k, so, at)
 	}
+	validatePolice(k, &p.Police, at)
+	if len(p.AllowedIPs) > 0 && !p.SpoofCheck {
+		k.fail(at("allowed_ips"), ErrConflict, "needs spoofcheck: true")
+	}
+}
+
+// validatePolice checks a port's limits.
+func validatePolice(k *checker, pol *vswitch.Police, at func(string) string) {
+	for _, f := range []struct {
+		key      string
+		v, limit uint64
+	}{
+		{"pps", pol.PPS, vswitch.MaxPolicePPS}, {"flood_pps", pol.FloodPPS, vswitch.MaxPolicePPS},
+		{"bps", pol.BPS, vswitch.MaxPoliceBPS}, {"burst", pol.Burst, 1 << 32},
+		{"burst_bytes", pol.BurstBytes, 1 << 32}, {"flood_burst", pol.FloodBurst, 1 << 32},
+	} {
+		if f.v > f.limit {
+			k.fail(at("police."+f.key), ErrInvalidValue, "%d above the maximum %d", f.v, f.limit)
+		}
+	}
+	if pol.BPS > 0 && pol.BurstBytes > 0 && pol.BurstBytes < 65535+14 {
+		k.fail(at("police.burst_bytes"), ErrInvalidValue, "%d cannot hold one 64 KiB frame: every large frame would be dropped", pol.BurstBytes)
+	}
+	if pol.BPS == 0 && pol.BurstBytes > 0 {
+		k.fail(at("police.burst_bytes"), ErrConflict, "needs bps")
+	}
+	if pol.PPS == 0 && pol.Burst > 0 {
+		k.fail(at("police.burst"), ErrConflict, "needs pps")
+	}
+	if pol.FloodPPS == 0 && pol.FloodBurst > 0 {
+		k.fail(at("police.flood_burst"), ErrConflict, "needs flood_pps")
+	}
 }
 
 // validateSocket checks a socket port's type and paths.

@@ -2,6 +2,7 @@ package vswitch
 
 import (
 	"fmt"
+	"net/netip"
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -16,6 +17,17 @@ func BenchmarkForward(b *testing.B) {
 		b.Run(fmt.Sprintf("bridge-unicast/%d", size), func(b *testing.B) {
 			s := newSwitch(b, Options{})
 			a := addPort(b, s, PortConfig{Name: "a", MAC: macA, Mode: ModeBridge})
+			dst := addPort(b, s, PortConfig{Name: "b", MAC: macB, Mode: ModeBridge})
+			benchOne(b, size, func(pkt *stack.PacketBuffer, l *stack.PacketBufferList) {
+				s.Transmit(a, pkt, 0)
+				dst.Queue(0).Dequeue(l, 1)
+			}, udp4(macB, macA, 1, 2, size))
+		})
+		b.Run(fmt.Sprintf("bridge-unicast-policed-spoofcheck/%d", size), func(b *testing.B) {
+			s := newSwitch(b, Options{})
+			a := addPort(b, s, PortConfig{Name: "a", MAC: macA, Mode: ModeBridge,
+				Police:     &Police{PPS: MaxPolicePPS, BPS: MaxPoliceBPS, FloodPPS: 1000},
+				SpoofCheck: true, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/32")}})
 			dst := addPort(b, s, PortConfig{Name: "b", MAC: macB, Mode: ModeBridge})
 			benchOne(b, size, func(pkt *stack.PacketBuffer, l *stack.PacketBufferList) {
 				s.Transmit(a, pkt, 0)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"net/netip"
 	"slices"
 )
 
@@ -41,6 +42,14 @@ type PortConfig struct {
 	// length (bcqueuelen); the switch uses the largest request. Nil means
 	// DefaultBroadcastQueue.
 	BroadcastQueueLen *int
+	// Police limits what the port sends into the switch; nil or zero is
+	// no limit.
+	Police *Police
+	// SpoofCheck drops frames the port sends with a source MAC that is
+	// not its own and, with AllowedIPs, with a source address (IPv4,
+	// IPv6, ARP, ND) outside AllowedIPs (BEHAVIOUR.md §9).
+	SpoofCheck bool
+	AllowedIPs []netip.Prefix
 }
 
 // Bool returns a pointer to b, for the optional fields of PortConfig and
@@ -66,6 +75,10 @@ type PortChange struct {
 	NoDst             *bool
 	QueueLen          *int
 	BroadcastQueueLen *int
+	// Police replaces the port's limits (a zero Police removes them).
+	Police     *Police
+	SpoofCheck *bool
+	AllowedIPs *[]netip.Prefix
 	// Up is applied last: bringing a port up checks its (new) MAC.
 	Up *bool
 }
@@ -126,6 +139,9 @@ type portState struct {
 	sources    map[MAC]struct{}
 	bcQueueLen int
 	queueLen   int
+	police     Police
+	spoofCheck bool
+	allowedIPs []netip.Prefix // never written in place: replaced whole
 }
 
 func (st portState) clone() portState {
@@ -152,6 +168,11 @@ func (p *Port) Config() PortConfig {
 		Name: p.name, Mode: st.mode, MAC: st.mac, MTU: st.mtu, Down: !st.up,
 		Queues: len(p.queues), QueueLen: st.queueLen, AllMulti: Bool(st.allMulti),
 		NoDst: st.nodst, NoPromisc: st.nopromisc, BroadcastQueueLen: Int(st.bcQueueLen),
+		SpoofCheck: st.spoofCheck, AllowedIPs: slices.Clone(st.allowedIPs),
+	}
+	if !st.police.IsZero() {
+		pol := st.police
+		cfg.Police = &pol
 	}
 	if len(st.groups) > 0 {
 		cfg.Groups = sortedMACs(st.groups)
@@ -211,6 +232,10 @@ func (s *Switch) addPortLocked(cfg PortConfig) (*Port, error) {
 		nodst: cfg.NoDst, nopromisc: cfg.NoPromisc, allMulti: cfg.AllMulti == nil || *cfg.AllMulti,
 		groups: make(map[MAC]struct{}), sources: make(map[MAC]struct{}),
 		bcQueueLen: DefaultBroadcastQueue, queueLen: cfg.QueueLen,
+		spoofCheck: cfg.SpoofCheck, allowedIPs: slices.Clone(cfg.AllowedIPs),
+	}
+	if cfg.Police != nil {
+		st.police = *cfg.Police
 	}
 	if st.mtu == 0 {
 		st.mtu = s.lowerMTU
@@ -238,6 +263,7 @@ func (s *Switch) addPortLocked(cfg PortConfig) (*Port, error) {
 		return nil, err
 	}
 	p.st = st
+	p.police = newPolicer(st.police)
 	p.init(nq, st.queueLen)
 	s.ports = append(s.ports, p)
 	s.byName[p.name] = p
@@ -284,6 +310,17 @@ func (s *Switch) checkStateLocked(p *Port, st portState, op string) error {
 			return portErr(name, op, "source_macs", ErrAddrNotAvail, "source %v", m)
 		}
 	}
+	if field, err := st.police.check(); err != nil {
+		return portErr(name, op, field, ErrInvalid, "%v", err)
+	}
+	if len(st.allowedIPs) > 0 && !st.spoofCheck {
+		return portErr(name, op, "allowed_ips", ErrInvalid, "allowed_ips needs spoofcheck on")
+	}
+	for _, a := range st.allowedIPs {
+		if !a.IsValid() {
+			return portErr(name, op, "allowed_ips", ErrInvalid, "invalid prefix %v", a)
+		}
+	}
 	if st.nopromisc && st.mode != ModePassthru {
 		return portErr(name, op, "nopromisc", ErrInvalid, "nopromisc needs mode passthru (port is in %s mode)", st.mode)
 	}
@@ -323,6 +360,9 @@ func (s *Switch) Update(p *Port, c PortChange) error {
 			for _, q := range p.queues {
 				q.setLimit(st.queueLen)
 			}
+		}
+		if st.police != p.st.police {
+			p.police = newPolicer(st.police)
 		}
 		p.st = st
 	}
@@ -437,6 +477,18 @@ func (s *Switch) applyLocked(p *Port, c PortChange) (portState, string, error) {
 	if c.BroadcastQueueLen != nil {
 		op = "set bcqueuelen"
 		st.bcQueueLen = *c.BroadcastQueueLen
+	}
+	if c.Police != nil {
+		op = "set police"
+		st.police = *c.Police
+	}
+	if c.SpoofCheck != nil {
+		op = "set spoofcheck"
+		st.spoofCheck = *c.SpoofCheck
+	}
+	if c.AllowedIPs != nil {
+		op = "set allowed_ips"
+		st.allowedIPs = slices.Clone(*c.AllowedIPs)
 	}
 	if c.Up != nil {
 		op = "set up"
@@ -701,6 +753,10 @@ func relax(cfg *PortConfig, field string, i int) bool {
 		cfg.NoDst = false
 	case "nopromisc":
 		cfg.NoPromisc = false
+	case "police.pps", "police.bps", "police.burst", "police.burst_bytes", "police.flood_pps", "police.flood_burst":
+		cfg.Police = nil
+	case "allowed_ips":
+		cfg.AllowedIPs = nil
 	default:
 		return false
 	}

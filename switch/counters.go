@@ -27,6 +27,10 @@ const (
 	DropDefragOverflow                   // too many datagrams or bytes under reassembly
 	DropDefragInvalid                    // overlapping, oversized or inconsistent fragment
 	DropRemoved                          // queued for a port that was removed meanwhile
+	DropPoliced                          // over the sending port's rate limit (Police.PPS, Police.BPS)
+	DropStorm                            // a flood over the sending port's storm control limit (Police.FloodPPS)
+	DropSpoofMAC                         // sent with a source MAC that is not the port's (SpoofCheck)
+	DropSpoofIP                          // sent with a source address outside the port's AllowedIPs (SpoofCheck)
 	NumDropReasons
 )
 
@@ -45,6 +49,10 @@ var dropNames = [NumDropReasons]string{
 	DropDefragOverflow: "defrag_overflow",
 	DropDefragInvalid:  "defrag_invalid",
 	DropRemoved:        "removed",
+	DropPoliced:        "policed",
+	DropStorm:          "storm",
+	DropSpoofMAC:       "spoofed_mac",
+	DropSpoofIP:        "spoofed_ip",
 }
 
 // String returns the reason's stable name.

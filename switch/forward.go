@@ -169,6 +169,20 @@ func (s *Switch) Transmit(p *Port, pkt *stack.PacketBuffer, rxQueue int) {
 		s.finish(false, DropMalformed)
 		return
 	}
+	if v.guard != nil {
+		if r := v.guard.check(pkt, &f); r != 0 {
+			p.ctr.txDrops[r].Add(1)
+			s.finish(false, r)
+			return
+		}
+	}
+	if v.police != nil {
+		if ok, r := v.police.allow(f.size, f.dst.IsGroup()); !ok {
+			p.ctr.txDrops[r].Add(1)
+			s.finish(false, r)
+			return
+		}
+	}
 	p.ctr.txPackets.Add(1)
 	p.ctr.txBytes.Add(uint64(f.size))
 	if v.mode == ModeBridge {

@@ -2,6 +2,7 @@ package vswitch
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/macvsw/macvsw/switch/counters"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -74,6 +75,10 @@ type Port struct {
 	st       portState
 	linkDown bool
 	removed  bool
+	// police is the port's ingress policer (nil: none); it is replaced
+	// only when the port's Police setting changes, so its buckets
+	// survive other changes.
+	police *policer
 }
 
 // portView is an immutable snapshot of a port's forwarding state.
@@ -89,6 +94,8 @@ type portView struct {
 	allMulti bool
 	nodst    bool
 	groups   map[MAC]struct{} // never written after the view is published
+	police   *policer         // nil: no limits
+	guard    *guard           // nil: no anti-spoofing
 }
 
 // accepts is the port's multicast filter (macvlan_compute_filter): every group
@@ -101,6 +108,19 @@ func (v *portView) accepts(dst MAC) bool {
 	}
 	_, ok := v.groups[dst]
 	return ok
+}
+
+// Throttle returns how long the port's reader should wait before it reads
+// the next frame: 0, unless the port's policer dropped its last several
+// frames, in which case it is the time until the limit lets a frame pass
+// again (at most 10 ms). A reader that honours it (bridge's links do)
+// spends no CPU on a storm beyond the limit: the excess stays in, or
+// overflows, the port's own device.
+func (p *Port) Throttle() time.Duration {
+	if pl := p.view.Load().police; pl != nil {
+		return pl.throttle()
+	}
+	return 0
 }
 
 // Name returns the port's name.

@@ -278,6 +278,7 @@ func (s *Switch) rebuildLocked() *LowerFilter {
 			adminUp: st.up, linkUp: !p.linkDown,
 			allMulti: st.allMulti, nodst: st.nodst,
 			groups: maps.Clone(st.groups),
+			police: p.police, guard: newGuard(st),
 		}
 		p.view.Store(v)
 		bcLen = max(bcLen, st.bcQueueLen)

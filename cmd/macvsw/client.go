@@ -125,6 +125,8 @@ func cmdPort(ctx context.Context, args []string, stdout, stderr io.Writer) error
   macvsw port del NAME
   macvsw port set NAME [--mode M] [--mtu N] [--mac MAC] [--up|--down] [--allmulticast=BOOL]
                   [--join GROUP]... [--leave GROUP]...
+  port add and set also take: [--police-pps N] [--police-bps RATE] [--storm-pps N] [--no-police]
+                  [--spoofcheck=BOOL] [--allowed-ip ADDR|CIDR]...
   macvsw port macaddr NAME add|del|flush|set [MAC...]`
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprintln(stderr, "Usage: "+usage)
@@ -144,6 +146,17 @@ func cmdPort(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		noOffloads, up, down                          bool
 		allmulti                                      string
 		join, leave                                   multiFlag
+		policePPS, policeBPS, stormPPS, spoofcheck    string
+		noPolice                                      bool
+		allowed                                       multiFlag
+	}
+	if sub == "add" || sub == "set" {
+		fs.StringVar(&p.policePPS, "police-pps", "", "limit the frames per second the port may send (e.g. 100k)")
+		fs.StringVar(&p.policeBPS, "police-bps", "", "limit the bits per second the port may send (e.g. 1G)")
+		fs.StringVar(&p.stormPPS, "storm-pps", "", "storm control: limit the broadcast and multicast frames per second the port may send")
+		fs.BoolVar(&p.noPolice, "no-police", false, "set: remove the port's limits")
+		fs.StringVar(&p.spoofcheck, "spoofcheck", "", "true: drop frames the port sends with another MAC (and, with --allowed-ip, another address)")
+		fs.Var(&p.allowed, "allowed-ip", "with --spoofcheck: an address or prefix the port may send from (repeatable)")
 	}
 	if sub == "add" {
 		fs.StringVar(&p.mode, "mode", "", "private, vepa, bridge, passthru or source (default vepa)")
@@ -239,6 +252,19 @@ func cmdPort(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			if p.afpacket != "" {
 				e["afpacket"] = map[string]any{"interface": p.afpacket}
 			}
+			pol, err := policeFlags(p.policePPS, p.policeBPS, p.stormPPS)
+			if err != nil {
+				return err
+			}
+			set("police", pol, pol != nil)
+			switch p.spoofcheck {
+			case "":
+			case "true", "false":
+				e["spoofcheck"] = p.spoofcheck == "true"
+			default:
+				return &exitErr{exitUsage, fmt.Errorf("--spoofcheck %q: want true or false", p.spoofcheck)}
+			}
+			set("allowed_ips", []string(p.allowed), len(p.allowed) > 0)
 			entry = e
 		}
 		var v api.Port
@@ -285,6 +311,28 @@ func cmdPort(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if len(p.leave) > 0 {
 			patch["leave"] = []string(p.leave)
 		}
+		pol, err := policeFlags(p.policePPS, p.policeBPS, p.stormPPS)
+		if err != nil {
+			return err
+		}
+		switch {
+		case p.noPolice && pol != nil:
+			return &exitErr{exitUsage, errors.New("--no-police with a limit")}
+		case p.noPolice:
+			patch["police"] = map[string]any{}
+		case pol != nil:
+			patch["police"] = pol
+		}
+		switch p.spoofcheck {
+		case "":
+		case "true", "false":
+			patch["spoofcheck"] = p.spoofcheck == "true"
+		default:
+			return &exitErr{exitUsage, fmt.Errorf("--spoofcheck %q: want true or false", p.spoofcheck)}
+		}
+		if len(p.allowed) > 0 {
+			patch["allowed_ips"] = []string(p.allowed)
+		}
 		if len(patch) == 0 {
 			fs.Usage()
 			return errUsage
@@ -302,6 +350,28 @@ func cmdPort(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	fmt.Fprintf(stderr, "macvsw port: unknown subcommand %q\n", sub)
 	return errUsage
+}
+
+// policeFlags turns the --police-pps, --police-bps and --storm-pps flags
+// into a police object, nil when none is given.
+func policeFlags(pps, bps, storm string) (map[string]uint64, error) {
+	out := map[string]uint64{}
+	for _, f := range []struct{ flag, key, v string }{
+		{"--police-pps", "pps", pps}, {"--police-bps", "bps", bps}, {"--storm-pps", "flood_pps", storm},
+	} {
+		if f.v == "" {
+			continue
+		}
+		n, err := config.ParseRate(f.v)
+		if err != nil {
+			return nil, &exitErr{exitUsage, fmt.Errorf("%s: %v (want a number, e.g. 10000, 10k or 1G)", f.flag, err)}
+		}
+		out[f.key] = n
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return out, nil
 }
 
 func state(v api.Port) string {

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/macvsw/macvsw/bridge"
 	"github.com/macvsw/macvsw/cmd/macvsw/api"
@@ -37,6 +38,13 @@ func (d *daemon) view(p *bridge.Port) api.Port {
 	}
 	for _, m := range c.SourceMACs {
 		v.SourceMACs = append(v.SourceMACs, m.String())
+	}
+	if c.Police != nil {
+		v.Police = (*api.Police)(c.Police)
+	}
+	v.SpoofCheck = c.SpoofCheck
+	for _, a := range c.AllowedIPs {
+		v.AllowedIPs = append(v.AllowedIPs, a.String())
 	}
 	return v
 }
@@ -163,7 +171,21 @@ func (rp *runPort) ownerOf() *api.Owner {
 // patchChange parses a PATCH body into one switch change.
 func patchChange(p api.PortPatch) (vswitch.PortChange, error) {
 	c := vswitch.PortChange{MTU: p.MTU, Up: p.Up, AllMulti: p.AllMulticast, QueueLen: p.QueueLen,
-		BroadcastQueueLen: p.BCQueueLen, NoDst: p.NoDst}
+		BroadcastQueueLen: p.BCQueueLen, NoDst: p.NoDst, SpoofCheck: p.SpoofCheck}
+	if p.Police != nil {
+		c.Police = (*vswitch.Police)(p.Police)
+	}
+	if p.AllowedIPs != nil {
+		ips := []netip.Prefix{}
+		for i, s := range *p.AllowedIPs {
+			a, err := config.ParseAddrOrPrefix(s)
+			if err != nil {
+				return c, badRequest("allowed_ips[%d]: bad address %q (want 10.0.0.2 or 10.0.0.0/24)", i, s)
+			}
+			ips = append(ips, a)
+		}
+		c.AllowedIPs = &ips
+	}
 	if p.Mode != nil {
 		m, err := vswitch.ParseMode(*p.Mode)
 		if err != nil {
@@ -200,6 +222,22 @@ func (d *daemon) setPort(name string, patch api.PortPatch) error {
 	c, err := patchChange(patch)
 	if err != nil {
 		return err
+	}
+	if c.SpoofCheck != nil && *c.SpoofCheck && c.AllowedIPs == nil {
+		// Turning spoofcheck on without addresses: a tap port's own
+		// addresses, as when the file says spoofcheck alone.
+		d.ctlMu.Lock()
+		rp := d.ports[name]
+		var ips []netip.Prefix
+		if p := d.sw.Port(name); rp != nil && p != nil && len(p.Core().Config().AllowedIPs) == 0 {
+			e := rp.entry
+			e.SpoofCheck, e.AllowedIPs = true, nil
+			ips = e.SwitchConfig().AllowedIPs
+		}
+		d.ctlMu.Unlock()
+		if len(ips) > 0 {
+			c.AllowedIPs = &ips
+		}
 	}
 	return d.update(name, c)
 }

@@ -562,6 +562,15 @@ func portChange(have, want config.Port) vswitch.PortChange {
 	if *w.BroadcastQueueLen != *h.BroadcastQueueLen {
 		c.BroadcastQueueLen = w.BroadcastQueueLen
 	}
+	if want.Police != have.Police {
+		c.Police = &want.Police
+	}
+	if w.SpoofCheck != h.SpoofCheck {
+		c.SpoofCheck = &w.SpoofCheck
+	}
+	if !slices.Equal(w.AllowedIPs, h.AllowedIPs) {
+		c.AllowedIPs = &w.AllowedIPs
+	}
 	return c
 }
 

@@ -53,6 +53,20 @@ type Port struct {
 	Multicast    []string `json:"multicast,omitempty"`
 	SourceMACs   []string `json:"source_macs,omitempty"`
 	NoDst        bool     `json:"nodst,omitempty"`
+	Police       *Police  `json:"police,omitempty"`
+	SpoofCheck   bool     `json:"spoofcheck,omitempty"`
+	AllowedIPs   []string `json:"allowed_ips,omitempty"`
+}
+
+// Police is a port's ingress limits (the config's ports[].police); zero
+// fields are no limit.
+type Police struct {
+	PPS        uint64 `json:"pps,omitempty"`         // frames per second
+	BPS        uint64 `json:"bps,omitempty"`         // bits per second
+	Burst      uint64 `json:"burst,omitempty"`       // frames
+	BurstBytes uint64 `json:"burst_bytes,omitempty"` // bytes
+	FloodPPS   uint64 `json:"flood_pps,omitempty"`   // broadcast and multicast frames per second
+	FloodBurst uint64 `json:"flood_burst,omitempty"` // frames
 }
 
 // Owner is who asked for a port: a container runtime's container and the
@@ -75,6 +89,10 @@ type PortPatch struct {
 	QueueLen     *int     `json:"queue_len,omitempty"`
 	BCQueueLen   *int     `json:"bcqueuelen,omitempty"`
 	NoDst        *bool    `json:"nodst,omitempty"`
+	// Police replaces the port's limits whole ({} removes them).
+	Police     *Police   `json:"police,omitempty"`
+	SpoofCheck *bool     `json:"spoofcheck,omitempty"`
+	AllowedIPs *[]string `json:"allowed_ips,omitempty"` // addresses or prefixes; [] clears
 }
 
 // Event is a state change the daemon reports (GET /v1/events).
