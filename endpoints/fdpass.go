@@ -4,8 +4,10 @@ package endpoints
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"net"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,9 +41,10 @@ func SendFDs(conn *net.UnixConn, name string, fds []int) error {
 // ReceiveFDs receives one message of up to max FDs sent with SCM_RIGHTS
 // (by SendFDs or a uml_net-style broker) and returns the interface name
 // from the first IFNAMSIZ bytes of the payload (empty if the payload is
-// shorter or blank) and the FDs, which the caller owns (set close-on-exec).
-// Pass them to AdoptTap. If the message carried more FDs than max or was
-// truncated, every received FD is closed and an error returned.
+// shorter or blank) and the FDs, which the caller owns. They arrive
+// close-on-exec (Go receives with MSG_CMSG_CLOEXEC). Pass them to
+// AdoptTap. On any error — more FDs than max, a truncated or malformed
+// control message, no FD at all — every FD the message carried is closed.
 func ReceiveFDs(conn *net.UnixConn, max int) (string, []int, error) {
 	if max < 1 {
 		return "", nil, fmt.Errorf("receive fds: max %d", max)
@@ -52,31 +55,17 @@ func ReceiveFDs(conn *net.UnixConn, max int) (string, []int, error) {
 	if err != nil {
 		return "", nil, fmt.Errorf("receive fds: %w", err)
 	}
-	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	fds, err := rightsOf(oob[:oobn])
+	switch {
+	case err != nil:
+	case flags&unix.MSG_CTRUNC != 0 || len(fds) > max:
+		err = fmt.Errorf("more than %d fds sent", max)
+	case len(fds) == 0:
+		err = fmt.Errorf("message carried no fds")
+	}
 	if err != nil {
-		return "", nil, fmt.Errorf("receive fds: parse control message: %w", err)
-	}
-	var fds []int
-	for i := range msgs {
-		if msgs[i].Header.Level != unix.SOL_SOCKET || msgs[i].Header.Type != unix.SCM_RIGHTS {
-			continue
-		}
-		got, err := unix.ParseUnixRights(&msgs[i])
-		if err != nil {
-			closeFDs(fds)
-			return "", nil, fmt.Errorf("receive fds: %w", err)
-		}
-		fds = append(fds, got...)
-	}
-	if flags&unix.MSG_CTRUNC != 0 || len(fds) > max {
 		closeFDs(fds)
-		return "", nil, fmt.Errorf("receive fds: more than %d fds sent", max)
-	}
-	if len(fds) == 0 {
-		return "", nil, fmt.Errorf("receive fds: message carried no fds")
-	}
-	for _, fd := range fds {
-		unix.CloseOnExec(fd)
+		return "", nil, fmt.Errorf("receive fds: %w", err)
 	}
 	var name string
 	if n >= ifNameSize {
@@ -87,4 +76,39 @@ func ReceiveFDs(conn *net.UnixConn, max int) (string, []int, error) {
 		name = string(field)
 	}
 	return name, fds, nil
+}
+
+// rightsOf returns every FD in the SCM_RIGHTS messages of a control
+// buffer. It walks the buffer itself rather than stopping at the first
+// malformed header, so that on an error the FDs it did find are returned
+// with it, for the caller to close: none is leaked.
+func rightsOf(oob []byte) ([]int, error) {
+	var fds []int
+	hdr := unix.CmsgSpace(0)
+	for len(oob) > 0 {
+		if len(oob) < unix.SizeofCmsghdr {
+			return fds, fmt.Errorf("control message: %d stray bytes", len(oob))
+		}
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < hdr || l > len(oob) {
+			// Take what the claimed length covers, then stop.
+			l = min(max(l, hdr), len(oob))
+			fds = appendRights(fds, h, oob[hdr:l])
+			return fds, fmt.Errorf("control message: bad length %d", h.Len)
+		}
+		fds = appendRights(fds, h, oob[hdr:l])
+		oob = oob[min(len(oob), unix.CmsgSpace(l-hdr)):]
+	}
+	return fds, nil
+}
+
+func appendRights(fds []int, h *unix.Cmsghdr, data []byte) []int {
+	if h.Level != unix.SOL_SOCKET || h.Type != unix.SCM_RIGHTS {
+		return fds
+	}
+	for ; len(data) >= 4; data = data[4:] {
+		fds = append(fds, int(int32(binary.NativeEndian.Uint32(data))))
+	}
+	return fds
 }

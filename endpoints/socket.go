@@ -5,6 +5,7 @@ package endpoints
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -221,9 +222,30 @@ func newSocket(kind SocketKind, mac net.HardwareAddr, mtu uint32, log *slog.Logg
 	return s
 }
 
+// RemoveStaleSocket removes path if it is a unix socket (left by a
+// process that crashed), and refuses to touch anything else: a daemon
+// running as root must not delete a file because a socket path named it.
+func RemoveStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return err
+	case fi.Mode().Type() != fs.ModeSocket:
+		return fmt.Errorf("%s exists and is not a socket (%s): refusing to replace it", path, fi.Mode().Type())
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
 // startListen listens on the stream path and starts accepting.
 func (s *Socket) startListen() error {
-	os.Remove(s.listen) // a stale socket from a crash
+	if err := RemoveStaleSocket(s.listen); err != nil {
+		return fmt.Errorf("socket port: %w", err)
+	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: s.listen, Net: "unix"})
 	if err != nil {
 		return fmt.Errorf("socket port: listen %s: %w", s.listen, err)
@@ -317,7 +339,10 @@ func (s *Socket) startDgram() error {
 	if err != nil {
 		return fmt.Errorf("socket port: %w", err)
 	}
-	os.Remove(s.listen)
+	if err := RemoveStaleSocket(s.listen); err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("socket port: %w", err)
+	}
 	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: s.listen}); err != nil {
 		unix.Close(fd)
 		return fmt.Errorf("socket port: bind %s: %w", s.listen, err)
@@ -460,7 +485,7 @@ func (s *Socket) Close() {
 		s.wg.Wait()
 		if s.dfd >= 0 {
 			unix.Close(s.dfd)
-			os.Remove(s.listen)
+			_ = RemoveStaleSocket(s.listen)
 		}
 	})
 }

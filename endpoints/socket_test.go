@@ -378,3 +378,38 @@ func TestSocketSegments(t *testing.T) {
 	}
 	verifySegments(t, tso, segs, 1448)
 }
+
+// TestSocketPathNotASocket: a socket port whose path names an existing
+// file that is not a socket is refused, and the file is left alone.
+func TestSocketPathNotASocket(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "precious")
+	if err := os.WriteFile(victim, []byte("keep me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, opts := range []SocketOptions{
+		{Kind: SocketStream, Listen: victim},
+		{Kind: SocketDgram, Listen: victim, Peer: filepath.Join(dir, "peer")},
+	} {
+		if s, err := NewSocket(opts); err == nil {
+			s.Close()
+			t.Errorf("%v socket on a regular file: no error", opts.Kind)
+		}
+		if b, err := os.ReadFile(victim); err != nil || string(b) != "keep me" {
+			t.Fatalf("%v socket port touched the file: %q, %v", opts.Kind, b, err)
+		}
+	}
+	// A stale socket is replaced.
+	stale := filepath.Join(dir, "stale.sock")
+	ln, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	s, err := NewSocket(SocketOptions{Kind: SocketStream, Listen: stale})
+	if err != nil {
+		t.Fatalf("a stale socket was not replaced: %v", err)
+	}
+	s.Close()
+}

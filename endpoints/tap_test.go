@@ -6,7 +6,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net"
+	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -514,7 +516,52 @@ func TestSendReceiveFDs(t *testing.T) {
 	if err := SendFDs(conns[0], "x", payload[:]); err != nil {
 		t.Fatal(err)
 	}
+	before := openFDs(t)
 	if _, _, err := ReceiveFDs(conns[1], 1); err == nil {
 		t.Errorf("ReceiveFDs(max 1) of 2 fds succeeded")
 	}
+	if after := openFDs(t); after != before {
+		t.Errorf("a refused message leaked fds: %d open before, %d after", before, after)
+	}
+	// The FDs that were accepted are close-on-exec.
+	if fl, err := unix.FcntlInt(uintptr(fds[0]), unix.F_GETFD, 0); err != nil || fl&unix.FD_CLOEXEC == 0 {
+		t.Errorf("received fd flags %#x, %v: not close-on-exec", fl, err)
+	}
+}
+
+// TestRightsOfMalformed: a control buffer that is well formed up to a
+// point still yields every FD it names, so that the caller can close them.
+func TestRightsOfMalformed(t *testing.T) {
+	fd, err := unix.Dup(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	good := unix.UnixRights(fd, fd)
+	if fds, err := rightsOf(good); err != nil || len(fds) != 2 || fds[0] != fd {
+		t.Fatalf("rightsOf(good) = %v, %v", fds, err)
+	}
+	// A second header that claims more than the buffer holds.
+	bad := append(slices.Clone(good), good...)
+	bad = bad[:len(bad)-2]
+	fds, err := rightsOf(bad)
+	if err == nil || len(fds) < 2 {
+		t.Errorf("rightsOf(truncated) = %v, %v; want an error and the FDs found", fds, err)
+	}
+	// Stray bytes after a good message.
+	if fds, err := rightsOf(append(slices.Clone(good), 1, 2, 3)); err == nil || len(fds) != 2 {
+		t.Errorf("rightsOf(stray bytes) = %v, %v", fds, err)
+	}
+	if fds, err := rightsOf(nil); err != nil || fds != nil {
+		t.Errorf("rightsOf(nil) = %v, %v", fds, err)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
 }

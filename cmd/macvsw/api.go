@@ -74,7 +74,9 @@ func startAPI(d *daemon, c config.Control, log *slog.Logger, down chan<- struct{
 		conn.Close()
 		return nil, fmt.Errorf("control socket %s: another macvsw is listening", c.Socket)
 	}
-	os.Remove(c.Socket) // a stale socket from a crash
+	if err := endpoints.RemoveStaleSocket(c.Socket); err != nil { // a stale socket from a crash
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
 	ln, err := net.Listen("unix", c.Socket)
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
@@ -101,7 +103,7 @@ func (a *apiServer) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	a.srv.Shutdown(ctx)
-	os.Remove(a.path)
+	_ = endpoints.RemoveStaleSocket(a.path)
 }
 
 // allowed applies the peer check: root, our own uid, or a member of
