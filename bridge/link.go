@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,9 +63,54 @@ type queueSource interface {
 // must not block (copy and queue, or drop and count).
 type Sniffer func(toPort bool, pkt *stack.PacketBuffer)
 
+// sniffers is a port link's set of sniffers: copy on write, read without a
+// lock on the data path.
+type sniffers struct {
+	mu   sync.Mutex
+	list atomic.Pointer[[]*Sniffer]
+}
+
+// add installs s and returns the function that removes it.
+func (ss *sniffers) add(s Sniffer) (remove func()) {
+	p := &s
+	ss.mu.Lock()
+	var cur []*Sniffer
+	if l := ss.list.Load(); l != nil {
+		cur = *l
+	}
+	next := append(slices.Clone(cur), p)
+	ss.list.Store(&next)
+	ss.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			ss.mu.Lock()
+			defer ss.mu.Unlock()
+			next := slices.DeleteFunc(slices.Clone(*ss.list.Load()), func(q *Sniffer) bool { return q == p })
+			if len(next) == 0 {
+				ss.list.Store(nil)
+				return
+			}
+			ss.list.Store(&next)
+		})
+	}
+}
+
+// each calls every sniffer.
+func (ss *sniffers) each(toPort bool, pkt *stack.PacketBuffer) {
+	if l := ss.list.Load(); l != nil {
+		for _, f := range *l {
+			(*f)(toPort, pkt)
+		}
+	}
+}
+
+// active reports whether any sniffer is installed.
+func (ss *sniffers) active() bool { return ss.list.Load() != nil }
+
 // drainer moves frames from a switch queue set to an endpoint.
 type drainer struct {
-	sniff atomic.Pointer[Sniffer]
+	sniff sniffers
 
 	ep    stack.LinkEndpoint
 	qw    QueueWriter
@@ -119,9 +165,9 @@ func (d *drainer) drainLoop(q *vswitch.Queue) {
 // write hands a batch to the endpoint; the caller keeps (and releases) the
 // references.
 func (d *drainer) write(queue int, list stack.PacketBufferList) {
-	if f := d.sniff.Load(); f != nil {
+	if d.sniff.active() {
 		for _, pkt := range list.AsSlice() {
-			(*f)(true, pkt)
+			d.sniff.each(true, pkt)
 		}
 	}
 	var n int
@@ -184,7 +230,7 @@ var _ QueueDispatcher = (*portDispatcher)(nil)
 type portDispatcher struct {
 	sw    *vswitch.Switch
 	port  *vswitch.Port
-	sniff *atomic.Pointer[Sniffer]
+	sniff *sniffers
 }
 
 // DeliverNetworkPacket implements stack.NetworkDispatcher. It borrows pkt.
@@ -194,9 +240,7 @@ func (d *portDispatcher) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt
 
 // DeliverQueuePacket implements QueueDispatcher. It borrows pkt.
 func (d *portDispatcher) DeliverQueuePacket(queue int, pkt *stack.PacketBuffer) {
-	if f := d.sniff.Load(); f != nil {
-		(*f)(false, pkt)
-	}
+	d.sniff.each(false, pkt)
 	d.sw.Transmit(d.port, pkt, queue)
 	if w := d.port.Throttle(); w > 0 {
 		// The port is far over its limit: pace its reader.
@@ -233,16 +277,11 @@ func (l *PortLink) Pump() int { return l.d.pump() }
 // Stats returns what the link handed to its endpoint.
 func (l *PortLink) Stats() counters.Link { return l.d.stats() }
 
-// SetSniffer starts (or, with nil, stops) copying the port's frames to s.
-// When it returns after stopping, s is no longer called by new frames;
-// a call already in progress may still finish.
-func (l *PortLink) SetSniffer(s Sniffer) {
-	if s == nil {
-		l.d.sniff.Store(nil)
-		return
-	}
-	l.d.sniff.Store(&s)
-}
+// AddSniffer starts copying the port's frames to s, next to any other
+// sniffer, and returns the function that stops it. When that returns, s
+// is no longer called by new frames; a call already in progress may
+// still finish.
+func (l *PortLink) AddSniffer(s Sniffer) (remove func()) { return l.d.sniff.add(s) }
 
 // Close detaches the endpoint (no more frames from it) and stops the
 // drainers. Frames still queued stay in the port's queues until the port is

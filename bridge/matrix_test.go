@@ -388,12 +388,12 @@ func TestSniffer(t *testing.T) {
 	a := l.add("A", vswitch.PortConfig{Mode: vswitch.ModeBridge, MAC: macA})
 	l.add("B", vswitch.PortConfig{Mode: vswitch.ModeBridge, MAC: macB})
 	var seen []string
-	a.link.SetSniffer(func(toPort bool, pkt *stack.PacketBuffer) {
+	stopSniff := a.link.AddSniffer(func(toPort bool, pkt *stack.PacketBuffer) {
 		seen = append(seen, fmt.Sprintf("%v/%d", toPort, pkt.Size()))
 	})
 	l.send("A", testFrame(macB, macA, etherTypeTest, "s1", 60))
 	l.send("B", testFrame(macA, macB, etherTypeTest, "s2", 70))
-	a.link.SetSniffer(nil)
+	stopSniff()
 	l.send("B", testFrame(macA, macB, etherTypeTest, "s3", 80))
 	l.observed("")
 	if got := fmt.Sprint(seen); got != "[false/60 true/70]" {

@@ -301,14 +301,14 @@ func (p *Port) Core() *vswitch.Port { return p.core }
 // Endpoint returns the port's endpoint.
 func (p *Port) Endpoint() stack.LinkEndpoint { return p.ep }
 
-// SetSniffer starts (or, with nil, stops) copying the port's frames to f.
-// Netstack ports have no link to sniff and report an error.
-func (p *Port) SetSniffer(f Sniffer) error {
+// AddSniffer starts copying the port's frames to f, next to any other
+// sniffer, and returns the function that stops it. Netstack ports have no
+// link to sniff and report an error.
+func (p *Port) AddSniffer(f Sniffer) (remove func(), err error) {
 	if p.link == nil {
-		return fmt.Errorf("port %q: capture is not supported on a netstack port", p.Name())
+		return nil, fmt.Errorf("port %q: capture is not supported on a netstack port", p.Name())
 	}
-	p.link.SetSniffer(f)
-	return nil
+	return p.link.AddSniffer(f), nil
 }
 
 // Stats returns the port's counters: the core's, its link's and its

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"runtime"
+	"slices"
 
 	vswitch "github.com/macvsw/macvsw/switch"
 )
@@ -107,6 +108,37 @@ type Broadcast struct {
 type Control struct {
 	Socket string // absolute path of the unix socket
 	Group  string // group allowed to connect; "" means root only
+	// Allow is what members of Group may do (root and the daemon's own
+	// user may do everything): nothing that is not listed.
+	Allow Allow
+}
+
+// Allow is the control socket's allow-list for control.group members
+// (key "control.allow"). Reading (ports, stats, events, the config) is
+// always allowed; everything else only as listed here.
+type Allow struct {
+	// Ports are the port names (shell patterns, path.Match) members may
+	// add, change, delete and capture.
+	Ports []string
+	// Netns are path prefixes a tap.netns or afpacket.netns must start
+	// with (after symlinks are resolved); the daemon's own namespace is
+	// never allowed.
+	Netns []string
+	// Interfaces are the interfaces (shell patterns) members may attach
+	// as afpacket ports.
+	Interfaces []string
+	// Addresses are the prefixes tap addresses and routes must fall in.
+	Addresses []netip.Prefix
+	// SocketDirs are path prefixes for socket ports' paths.
+	SocketDirs []string
+	// Captures allows capturing the frames of the ports in Ports.
+	Captures bool
+}
+
+// Equal reports whether two allow-lists are the same.
+func (a Allow) Equal(b Allow) bool {
+	return slices.Equal(a.Ports, b.Ports) && slices.Equal(a.Netns, b.Netns) && slices.Equal(a.Interfaces, b.Interfaces) &&
+		slices.Equal(a.Addresses, b.Addresses) && slices.Equal(a.SocketDirs, b.SocketDirs) && a.Captures == b.Captures
 }
 
 // Metrics is the optional Prometheus endpoint (key "metrics").

@@ -323,6 +323,15 @@ ports:
     police: {bps: 2T}
     tap: {netns: /var/run/netns/a}
 `, ErrInvalidValue, `t.yaml:4:14: ports[0].police.bps: 2000000000000 above the maximum 1000000000000`, nil},
+	{"allow without a group", `lower: {interface: eth0}
+control: {allow: {ports: [a]}}
+`, ErrConflict, "t.yaml:2:11: control.allow: needs control.group", nil},
+	{"allow bad pattern", `lower: {interface: eth0}
+control: {group: g, allow: {ports: ["a["]}}
+`, ErrInvalidValue, `t.yaml:2:37: control.allow.ports[0]: bad pattern "a["`, nil},
+	{"allow relative netns", `lower: {interface: eth0}
+control: {group: g, allow: {netns: [netns/]}}
+`, ErrInvalidValue, `t.yaml:2:37: control.allow.netns[0]: "netns/" is not an absolute path below /`, nil},
 	{"afpacket on the lower", `lower: {interface: eth0}
 ports:
   - name: p0
@@ -548,9 +557,13 @@ func TestExample(t *testing.T) {
 	want := &Config{
 		Lower:     Lower{Interface: "eth0", Queues: 4, Promiscuous: true, MTU: 9000},
 		Broadcast: Broadcast{QueueLen: 2000, Cutoff: -1},
-		Control:   Control{Socket: "/run/macvsw/macvsw.sock", Group: "netadmin"},
-		Metrics:   Metrics{Listen: "127.0.0.1:9464"},
-		Log:       Log{Format: LogJSON, Level: slog.LevelDebug},
+		Control: Control{Socket: "/run/macvsw/macvsw.sock", Group: "netadmin", Allow: Allow{
+			Ports: []string{"sb-*"}, Netns: []string{"/var/run/netns/sb-"}, Interfaces: []string{"vsb*"},
+			Addresses:  []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("fd00::/64")},
+			SocketDirs: []string{"/run/macvsw/vm/"}, Captures: true,
+		}},
+		Metrics: Metrics{Listen: "127.0.0.1:9464"},
+		Log:     Log{Format: LogJSON, Level: slog.LevelDebug},
 		Ports: []Port{{
 			Name: "vm1", Mode: vswitch.ModeBridge, MAC: mac("02:00:00:00:00:01"),
 			MTU: 1500, Queues: 4, QueueLen: 2048, AllMulticast: false,

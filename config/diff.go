@@ -15,11 +15,13 @@ type Delta struct {
 
 	// Sections other than ports that differ.
 	Lower, Broadcast, Control, Metrics, Log bool
+	// Allow says control.allow differs (it applies without a restart).
+	Allow bool
 }
 
 // Empty reports whether nothing changed.
 func (d Delta) Empty() bool {
-	return len(d.Added) == 0 && len(d.Removed) == 0 && len(d.Changed) == 0 && !d.Global()
+	return len(d.Added) == 0 && len(d.Removed) == 0 && len(d.Changed) == 0 && !d.Global() && !d.Allow
 }
 
 // Global reports whether a section other than ports changed.
@@ -34,7 +36,8 @@ func Diff(old, new *Config) Delta {
 	d := Delta{
 		Lower:     old.Lower != new.Lower,
 		Broadcast: old.Broadcast != new.Broadcast,
-		Control:   old.Control != new.Control,
+		Control:   old.Control.Socket != new.Control.Socket || old.Control.Group != new.Control.Group,
+		Allow:     !old.Control.Allow.Equal(new.Control.Allow),
 		Metrics:   old.Metrics != new.Metrics,
 		Log:       old.Log != new.Log,
 	}
@@ -84,7 +87,8 @@ func (c *Config) InheritMACs(old *Config) {
 // Equal reports whether c and o hold the same settings, ports in the same
 // order. Where each came from (file, line, flags) does not count.
 func (c *Config) Equal(o *Config) bool {
-	if c.Lower != o.Lower || c.Broadcast != o.Broadcast || c.Control != o.Control ||
+	if c.Lower != o.Lower || c.Broadcast != o.Broadcast || c.Control.Socket != o.Control.Socket ||
+		c.Control.Group != o.Control.Group || !c.Control.Allow.Equal(o.Control.Allow) ||
 		c.Metrics != o.Metrics || c.Log != o.Log || len(c.Ports) != len(o.Ports) {
 		return false
 	}

@@ -33,8 +33,17 @@ type (
 		Cutoff   int `yaml:"cutoff"`
 	}
 	fileControl struct {
-		Socket string `yaml:"socket"`
-		Group  string `yaml:"group,omitempty"`
+		Socket string     `yaml:"socket"`
+		Group  string     `yaml:"group,omitempty"`
+		Allow  *fileAllow `yaml:"allow,omitempty"`
+	}
+	fileAllow struct {
+		Ports      []string `yaml:"ports,omitempty"`
+		Netns      []string `yaml:"netns,omitempty"`
+		Interfaces []string `yaml:"interfaces,omitempty"`
+		Addresses  []string `yaml:"addresses,omitempty"`
+		SocketDirs []string `yaml:"socket_dirs,omitempty"`
+		Captures   bool     `yaml:"captures,omitempty"`
 	}
 	fileMetrics struct {
 		Listen string `yaml:"listen,omitempty"`
@@ -109,9 +118,16 @@ func (c *Config) Marshal() ([]byte, error) {
 	f := fileConfig{
 		Lower:     fileLower(c.Lower),
 		Broadcast: fileBroadcast(c.Broadcast),
-		Control:   fileControl(c.Control),
+		Control:   fileControl{Socket: c.Control.Socket, Group: c.Control.Group},
 		Metrics:   fileMetrics(c.Metrics),
 		Log:       fileLog{Format: string(c.Log.Format), Level: level},
+	}
+	if a := c.Control.Allow; !a.Equal(Allow{}) {
+		fa := &fileAllow{Ports: a.Ports, Netns: a.Netns, Interfaces: a.Interfaces, SocketDirs: a.SocketDirs, Captures: a.Captures}
+		for _, p := range a.Addresses {
+			fa.Addresses = append(fa.Addresses, p.String())
+		}
+		f.Control.Allow = fa
 	}
 	for i, p := range c.Ports {
 		mode, err := p.Mode.MarshalText()

@@ -481,6 +481,17 @@ func ParseAddrOrPrefix(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
+// strList decodes a sequence of strings.
+func (d *decoder) strList(dst *[]string, want string) func(*yaml.Node, string) {
+	return func(v *yaml.Node, path string) {
+		d.sequence(v, path, func(e *yaml.Node, epath string) {
+			if s, ok := d.scalar(e, epath, want); ok {
+				*dst = append(*dst, s)
+			}
+		})
+	}
+}
+
 func (d *decoder) boolean(dst *bool) func(*yaml.Node, string) {
 	return func(v *yaml.Node, path string) {
 		v = resolve(v)
@@ -606,6 +617,25 @@ func (d *decoder) config(root *yaml.Node, c *Config) {
 			d.mapping(v, p, []field{
 				{"socket", d.str(&c.Control.Socket)},
 				{"group", d.str(&c.Control.Group)},
+				{"allow", func(v *yaml.Node, p string) {
+					a := &c.Control.Allow
+					d.mapping(v, p, []field{
+						{"ports", d.strList(&a.Ports, "a port name pattern")},
+						{"netns", d.strList(&a.Netns, "a path prefix")},
+						{"interfaces", d.strList(&a.Interfaces, "an interface name pattern")},
+						{"addresses", func(v *yaml.Node, path string) {
+							d.sequence(v, path, func(e *yaml.Node, epath string) {
+								var pfx netip.Prefix
+								d.prefix(&pfx, "a prefix, e.g. 10.77.0.0/16")(e, epath)
+								if pfx.IsValid() {
+									a.Addresses = append(a.Addresses, pfx.Masked())
+								}
+							})
+						}},
+						{"socket_dirs", d.strList(&a.SocketDirs, "a path prefix")},
+						{"captures", d.boolean(&a.Captures)},
+					})
+				}},
 			})
 		}},
 		{"metrics", func(v *yaml.Node, p string) {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -73,6 +74,7 @@ func (c *Config) validate() []*FieldError {
 	if g := c.Control.Group; g != "" && !validGroup(g) {
 		k.fail("control.group", ErrInvalidValue, "bad group name %q (want a name of [A-Za-z0-9_.-] or a numeric gid)", g)
 	}
+	validateAllow(k, &c.Control)
 
 	// metrics
 	if l := c.Metrics.Listen; l != "" {
@@ -436,6 +438,34 @@ func isNameChar(r rune) bool {
 
 // validGroup accepts a numeric gid or a portable group name (POSIX
 // portable filename characters, not starting with '-', at most 32 bytes).
+// validateAllow checks control.allow.
+func validateAllow(k *checker, c *Control) {
+	a := &c.Allow
+	if c.Group == "" && !a.Equal(Allow{}) {
+		k.fail("control.allow", ErrConflict, "needs control.group: without it only root may connect")
+	}
+	for _, l := range []struct {
+		key  string
+		pats []string
+	}{{"ports", a.Ports}, {"interfaces", a.Interfaces}} {
+		for i, p := range l.pats {
+			if _, err := path.Match(p, ""); err != nil || p == "" {
+				k.fail(fmt.Sprintf("control.allow.%s[%d]", l.key, i), ErrInvalidValue, "bad pattern %q (want a shell pattern, e.g. sb-*)", p)
+			}
+		}
+	}
+	for _, l := range []struct {
+		key  string
+		dirs []string
+	}{{"netns", a.Netns}, {"socket_dirs", a.SocketDirs}} {
+		for i, p := range l.dirs {
+			if !filepath.IsAbs(p) || filepath.Clean(p) == "/" {
+				k.fail(fmt.Sprintf("control.allow.%s[%d]", l.key, i), ErrInvalidValue, "%q is not an absolute path below /", p)
+			}
+		}
+	}
+}
+
 func validGroup(s string) bool {
 	if len(s) > 32 || s[0] == '-' {
 		return false

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -265,4 +266,102 @@ func icmp6Checksum(src, dst, msg []byte) (byte, byte) {
 	}
 	c := ^uint16(sum)
 	return byte(c >> 8), byte(c)
+}
+
+// readPcap parses a classic pcap file: its snap length and, per record,
+// the captured and the original length and the data.
+func readPcap(b []byte) (snap int, recs [][]byte, origs []int, err error) {
+	if len(b) < 24 || binary.LittleEndian.Uint32(b) != 0xa1b2c3d4 {
+		return 0, nil, nil, fmt.Errorf("not a little-endian pcap file (%d bytes)", len(b))
+	}
+	snap = int(binary.LittleEndian.Uint32(b[16:]))
+	for b = b[24:]; len(b) > 0; {
+		if len(b) < 16 {
+			return snap, recs, origs, fmt.Errorf("truncated record header")
+		}
+		n, orig := int(binary.LittleEndian.Uint32(b[8:])), int(binary.LittleEndian.Uint32(b[12:]))
+		if len(b) < 16+n {
+			return snap, recs, origs, fmt.Errorf("truncated record")
+		}
+		recs, origs = append(recs, b[16:16+n]), append(origs, orig)
+		b = b[16+n:]
+	}
+	return snap, recs, origs, nil
+}
+
+// TestNetnsCaptures: two captures of one port at once each get the
+// frames; a snap length truncates; the CLI says how many it captured.
+func TestNetnsCaptures(t *testing.T) {
+	requireNetns(t)
+	m := macvswLab(t, false, []sandboxSpec{{Mode: "bridge"}, {Mode: "bridge"}})
+	dir := t.TempDir()
+	type res struct {
+		errs string
+		code int
+	}
+	run := func(file string, extra ...string) chan res {
+		c := make(chan res, 1)
+		go func() {
+			_, errs, code := m.cli(append([]string{"capture", "p0", "-w", file, "-c", "6"}, extra...)...)
+			c <- res{errs, code}
+		}()
+		return c
+	}
+	full, short := filepath.Join(dir, "full.pcap"), filepath.Join(dir, "short.pcap")
+	c1, c2 := run(full), run(short, "-s", "64")
+	var r1, r2 *res
+	deadline := time.Now().Add(20 * time.Second)
+	for (r1 == nil || r2 == nil) && time.Now().Before(deadline) {
+		m.Lab.Exec(m.Sandboxes[0], "ping", "-c", "2", "-i", "0.2", "-s", "500", netlab.SandboxIP4(1))
+		select {
+		case r := <-c1:
+			r1 = &r
+		default:
+		}
+		select {
+		case r := <-c2:
+			r2 = &r
+		default:
+		}
+	}
+	if r1 == nil || r2 == nil {
+		t.Fatal("the captures did not finish")
+	}
+	for _, r := range []*res{r1, r2} {
+		if r.code != 0 || !strings.Contains(r.errs, "6 packets captured") {
+			t.Errorf("capture: exit %d, stderr %q; want 0 and \"6 packets captured\"", r.code, r.errs)
+		}
+	}
+	for _, c := range []struct {
+		file string
+		snap int
+	}{{full, 65535}, {short, 64}} {
+		b, err := os.ReadFile(c.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap, recs, origs, err := readPcap(b)
+		if err != nil || snap != c.snap || len(recs) != 6 {
+			t.Fatalf("%s: snap %d, %d records, %v", c.file, snap, len(recs), err)
+		}
+		big := 0
+		for i := range recs {
+			if len(recs[i]) > c.snap || len(recs[i]) != min(origs[i], c.snap) {
+				t.Errorf("%s: record %d has %d of %d bytes", c.file, i, len(recs[i]), origs[i])
+			}
+			if origs[i] > 500 {
+				big++
+			}
+		}
+		if big == 0 {
+			t.Errorf("%s: no 500-byte ping captured", c.file)
+		}
+	}
+	// Capturing a port that is not there is a 404, and bad parameters a 400.
+	if _, _, code := m.cli("capture", "nope", "-w", filepath.Join(dir, "x"), "-c", "1"); code != 4 {
+		t.Errorf("capture of a missing port: exit %d, want 4", code)
+	}
+	if status, _ := m.api("GET", "/v1/ports/p0/capture?snaplen=1", ""); status != 400 {
+		t.Errorf("snaplen=1: %d, want 400", status)
+	}
 }

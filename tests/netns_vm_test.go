@@ -236,9 +236,9 @@ func TestNetnsSocketPortAbuse(t *testing.T) {
 func TestNetnsHandoffFdbased(t *testing.T) {
 	requireNetns(t)
 	m := macvswLab(t, false, []sandboxSpec{{Mode: "bridge"}})
-	// Let group nogroup (65534) use the control socket.
+	// Let group nogroup (65534) use the control socket, for ports gv*.
 	m.stop()
-	text := strings.Replace(m.ConfigText, "control: {socket: "+m.Socket+"}", "control: {socket: "+m.Socket+", group: \"65534\"}", 1)
+	text := strings.Replace(m.ConfigText, "control: {socket: "+m.Socket+"}", "control: {socket: "+m.Socket+", group: \"65534\", allow: {ports: [\"gv*\"]}}", 1)
 	if err := os.WriteFile(m.ConfigPath, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -53,11 +54,14 @@ type apiServer struct {
 	path string
 	srv  *http.Server
 	gid  int // control.group's gid, -1 when none
+
+	capMu     sync.Mutex
+	capturing map[string]int // running captures per port
 }
 
 // startAPI listens on the control socket and serves until close.
 func startAPI(d *daemon, c config.Control, log *slog.Logger, down chan<- struct{}) (*apiServer, error) {
-	a := &apiServer{d: d, down: down, log: log, path: c.Socket, gid: -1}
+	a := &apiServer{d: d, down: down, log: log, path: c.Socket, gid: -1, capturing: map[string]int{}}
 	if c.Group != "" {
 		g, err := user.LookupGroup(c.Group)
 		if err != nil {
@@ -93,7 +97,7 @@ func startAPI(d *daemon, c config.Control, log *slog.Logger, down chan<- struct{
 		ln.Close()
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	a.srv = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
+	a.srv = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second, ConnContext: withCred}
 	go a.srv.Serve(&peerListener{Listener: ln, allow: a.allowed, log: log})
 	log.Info("control API listening", "socket", c.Socket, "mode", fmt.Sprintf("%04o", mode))
 	return a, nil
@@ -280,7 +284,7 @@ func (a *apiServer) routes() http.Handler {
 		if o == nil || o.ContainerID == "" {
 			return nil, badRequest("DELETE /v1/ports needs ?container_id=ID[&ifname=IF]")
 		}
-		names, err := a.d.removeOwned(*o)
+		names, err := a.d.removeOwned(*o, a.policyOf(r).name)
 		if err != nil {
 			return nil, err
 		}
@@ -292,6 +296,9 @@ func (a *apiServer) routes() http.Handler {
 	}))
 	mux.HandleFunc("PATCH /v1/ports/{name}", a.wrap(a.setPort))
 	mux.HandleFunc("DELETE /v1/ports/{name}", a.wrap(func(_ http.ResponseWriter, r *http.Request) (any, error) {
+		if err := a.policyOf(r).name(r.PathValue("name")); err != nil {
+			return nil, err
+		}
 		if err := a.d.removePortLive(r.PathValue("name")); err != nil {
 			return nil, err
 		}
@@ -305,7 +312,10 @@ func (a *apiServer) routes() http.Handler {
 	mux.HandleFunc("GET /v1/stats/{name}", a.wrap(func(_ http.ResponseWriter, r *http.Request) (any, error) {
 		return a.d.stats(r.PathValue("name"))
 	}))
-	mux.HandleFunc("POST /v1/down", a.wrap(func(http.ResponseWriter, *http.Request) (any, error) {
+	mux.HandleFunc("POST /v1/down", a.wrap(func(_ http.ResponseWriter, r *http.Request) (any, error) {
+		if err := a.policyOf(r).rootOnly("POST /v1/down"); err != nil {
+			return nil, err
+		}
 		select {
 		case a.down <- struct{}{}:
 		default:
@@ -336,7 +346,7 @@ func (a *apiServer) addPort(w http.ResponseWriter, r *http.Request) (any, error)
 		return nil, badRequest("request body: %v", err)
 	}
 	if kind := r.URL.Query().Get("fd"); kind != "" {
-		a.handoff(w, body, kind)
+		a.handoff(w, body, kind, a.policyOf(r))
 		return nil, nil
 	}
 	var probe map[string]json.RawMessage
@@ -357,7 +367,7 @@ func (a *apiServer) addPort(w http.ResponseWriter, r *http.Request) (any, error)
 		delete(probe, "owner")
 		body, _ = json.Marshal(probe)
 	}
-	name, err := a.d.addPortLive(body, owner)
+	name, err := a.d.addPortLive(body, owner, a.policyOf(r).entry)
 	if err != nil {
 		return nil, err
 	}
@@ -374,6 +384,9 @@ func ownerQuery(r *http.Request) *api.Owner {
 }
 
 func (a *apiServer) setPort(_ http.ResponseWriter, r *http.Request) (any, error) {
+	if err := a.policyOf(r).name(r.PathValue("name")); err != nil {
+		return nil, err
+	}
 	var p api.PortPatch
 	if err := decode(r, &p); err != nil {
 		return nil, err
@@ -388,7 +401,7 @@ func (a *apiServer) setPort(_ http.ResponseWriter, r *http.Request) (any, error)
 // and hands the other end back on this connection, as api.AddPortFD
 // expects: one byte first ('1' with the FD attached, '0' without), then
 // the HTTP response.
-func (a *apiServer) handoff(w http.ResponseWriter, body []byte, kind string) {
+func (a *apiServer) handoff(w http.ResponseWriter, body []byte, kind string, pol *policy) {
 	var probe map[string]any
 	var name string
 	fd := -1
@@ -396,7 +409,7 @@ func (a *apiServer) handoff(w http.ResponseWriter, body []byte, kind string) {
 	if err != nil {
 		err = badRequest("request body is not a JSON object: %v", err)
 	} else {
-		name, fd, err = a.d.addPortHandoff(body, kind)
+		name, fd, err = a.d.addPortHandoff(body, kind, pol.entry)
 	}
 	hj, ok := w.(http.Hijacker)
 	if !ok {
@@ -446,6 +459,9 @@ type macaddrReq struct {
 }
 
 func (a *apiServer) macaddr(_ http.ResponseWriter, r *http.Request) (any, error) {
+	if err := a.policyOf(r).name(r.PathValue("name")); err != nil {
+		return nil, err
+	}
 	var req macaddrReq
 	if err := decode(r, &req); err != nil {
 		return nil, err
@@ -471,20 +487,83 @@ func (a *apiServer) macaddr(_ http.ResponseWriter, r *http.Request) (any, error)
 	return a.d.portView(r.PathValue("name"))
 }
 
+// Capture bounds: each capture buffers at most captureBuffer bytes of
+// frames (truncated to its snap length) that its client has not read yet;
+// what does not fit is dropped and counted. A port has at most
+// maxCaptures at once.
+const (
+	captureBuffer = 4 << 20
+	maxCaptures   = 8
+)
+
 // capture streams the port's frames as pcap (LINKTYPE_ETHERNET) until the
-// client goes away. ?count=N stops after N frames.
+// client goes away. ?count=N stops after N frames, ?seconds=N after N
+// seconds, ?snaplen=N keeps the first N bytes of each frame (default
+// 65535). Several captures may run on one port; each has its own bounded
+// buffer. The trailers X-Macvsw-Captured and X-Macvsw-Dropped say how
+// many frames were written and how many the buffer dropped.
 func (a *apiServer) capture(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	count, _ := strconv.Atoi(r.URL.Query().Get("count"))
-	frames := make(chan []byte, 4096)
+	if err := a.policyOf(r).capture(name); err != nil {
+		writeJSON(w, statusOf(err), map[string]string{"error": err.Error()})
+		return
+	}
+	q := r.URL.Query()
+	num := func(key string, def, lo, hi int) (int, error) {
+		v := q.Get(key)
+		if v == "" {
+			return def, nil
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < lo || n > hi {
+			return 0, badRequest("%s=%q: want an integer in %d..%d", key, v, lo, hi)
+		}
+		return n, nil
+	}
+	count, err1 := num("count", 0, 0, 1<<30)
+	secs, err2 := num("seconds", 0, 0, 1<<20)
+	snap, err3 := num("snaplen", 65535, 64, pcapSnapLen)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	a.capMu.Lock()
+	if a.capturing[name] >= maxCaptures {
+		a.capMu.Unlock()
+		writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": fmt.Sprintf("port %q already has %d captures running", name, maxCaptures)})
+		return
+	}
+	a.capturing[name]++
+	a.capMu.Unlock()
+	defer func() {
+		a.capMu.Lock()
+		if a.capturing[name]--; a.capturing[name] == 0 {
+			delete(a.capturing, name)
+		}
+		a.capMu.Unlock()
+	}()
+	type rec struct {
+		ts   time.Time
+		orig int
+		data []byte
+	}
+	frames := make(chan rec, 4096)
+	var buffered atomic.Int64
 	var dropped atomic.Uint64
 	stop, err := a.d.sniff(name, func(_ bool, pkt *stack.PacketBuffer) {
-		v := pkt.ToView()
-		b := append([]byte(nil), v.AsSlice()...)
-		v.Release()
+		size := pkt.Size()
+		n := min(size, snap)
+		if buffered.Add(int64(n)) > captureBuffer {
+			buffered.Add(-int64(n))
+			dropped.Add(1)
+			return
+		}
+		b := make([]byte, n)
+		peekPacket(pkt, b)
 		select {
-		case frames <- b:
+		case frames <- rec{time.Now(), size, b}:
 		default:
+			buffered.Add(-int64(n))
 			dropped.Add(1)
 		}
 	})
@@ -492,31 +571,45 @@ func (a *apiServer) capture(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, statusOf(err), map[string]string{"error": err.Error()})
 		return
 	}
-	defer stop()
+	captured := 0
+	defer func() {
+		stop()
+		w.Header().Set("X-Macvsw-Captured", strconv.Itoa(captured))
+		w.Header().Set("X-Macvsw-Dropped", strconv.FormatUint(dropped.Load(), 10))
+		if d := dropped.Load(); d > 0 {
+			a.log.Warn("capture dropped frames its client did not read in time", "port", name, "dropped", d, "captured", captured)
+		}
+	}()
 	w.Header().Set("Content-Type", "application/vnd.tcpdump.pcap")
+	w.Header().Set("Trailer", "X-Macvsw-Captured, X-Macvsw-Dropped")
 	w.WriteHeader(http.StatusOK)
 	fl, _ := w.(http.Flusher)
-	pw := newPcapWriter(w)
+	pw := newPcapWriter(w, snap)
 	if err := pw.header(); err != nil {
 		return
 	}
 	if fl != nil {
 		fl.Flush()
 	}
-	n := 0
+	var timeout <-chan time.Time
+	if secs > 0 {
+		t := time.NewTimer(time.Duration(secs) * time.Second)
+		defer t.Stop()
+		timeout = t.C
+	}
 	for {
 		select {
 		case <-r.Context().Done():
 			return
-		case b := <-frames:
-			if err := pw.record(time.Now(), b); err != nil {
+		case <-timeout:
+			return
+		case f := <-frames:
+			buffered.Add(-int64(len(f.data)))
+			if err := pw.record(f.ts, f.orig, f.data); err != nil {
 				return
 			}
-			n++
-			if count > 0 && n >= count {
-				if fl != nil {
-					fl.Flush()
-				}
+			captured++
+			if count > 0 && captured >= count {
 				return
 			}
 			if len(frames) == 0 && fl != nil {
@@ -526,38 +619,56 @@ func (a *apiServer) capture(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// peekPacket copies the first len(dst) bytes of pkt's frame into dst.
+func peekPacket(pkt *stack.PacketBuffer, dst []byte) {
+	vl, off := pkt.AsViewList()
+	n := 0
+	for v := vl.Front(); v != nil && n < len(dst); v = v.Next() {
+		b := v.AsSlice()
+		if off >= len(b) {
+			off -= len(b)
+			continue
+		}
+		n += copy(dst[n:], b[off:])
+		off = 0
+	}
+}
+
 // pcapWriter writes the classic libpcap format: what tcpdump, tshark and
 // Wireshark read (pcap-savefile(5)).
 type pcapWriter struct {
-	w   io.Writer
-	buf bytes.Buffer
+	w    io.Writer
+	snap int
+	buf  bytes.Buffer
 }
 
 const pcapSnapLen = 262144
 
-func newPcapWriter(w io.Writer) *pcapWriter { return &pcapWriter{w: w} }
+func newPcapWriter(w io.Writer, snap int) *pcapWriter { return &pcapWriter{w: w, snap: snap} }
 
 func (p *pcapWriter) header() error {
 	var h [24]byte
 	binary.LittleEndian.PutUint32(h[0:], 0xa1b2c3d4) // microsecond timestamps
 	binary.LittleEndian.PutUint16(h[4:], 2)
 	binary.LittleEndian.PutUint16(h[6:], 4)
-	binary.LittleEndian.PutUint32(h[16:], pcapSnapLen)
+	binary.LittleEndian.PutUint32(h[16:], uint32(p.snap))
 	binary.LittleEndian.PutUint32(h[20:], 1) // LINKTYPE_ETHERNET
 	_, err := p.w.Write(h[:])
 	return err
 }
 
-func (p *pcapWriter) record(ts time.Time, frame []byte) error {
+// record writes one frame: data is its first bytes (at most the snap
+// length), orig its whole length.
+func (p *pcapWriter) record(ts time.Time, orig int, data []byte) error {
 	var h [16]byte
-	n := min(len(frame), pcapSnapLen)
+	n := min(len(data), p.snap)
 	binary.LittleEndian.PutUint32(h[0:], uint32(ts.Unix()))
 	binary.LittleEndian.PutUint32(h[4:], uint32(ts.Nanosecond()/1000))
 	binary.LittleEndian.PutUint32(h[8:], uint32(n))
-	binary.LittleEndian.PutUint32(h[12:], uint32(len(frame)))
+	binary.LittleEndian.PutUint32(h[12:], uint32(orig))
 	p.buf.Reset()
 	p.buf.Write(h[:])
-	p.buf.Write(frame[:n])
+	p.buf.Write(data[:n])
 	_, err := p.w.Write(p.buf.Bytes())
 	return err
 }

@@ -55,12 +55,12 @@ func TestStatusOf(t *testing.T) {
 
 func TestPcapWriter(t *testing.T) {
 	var b bytes.Buffer
-	w := newPcapWriter(&b)
+	w := newPcapWriter(&b, pcapSnapLen)
 	if err := w.header(); err != nil {
 		t.Fatal(err)
 	}
 	frame := []byte("0123456789abcdefghijklmnopqrstuvwxyz")
-	if err := w.record(time.Unix(100, 5000), frame); err != nil {
+	if err := w.record(time.Unix(100, 5000), len(frame), frame); err != nil {
 		t.Fatal(err)
 	}
 	h := b.Bytes()

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/macvsw/macvsw/cmd/macvsw/api"
 	"github.com/macvsw/macvsw/config"
 	"github.com/macvsw/macvsw/switch/counters"
@@ -465,10 +467,12 @@ func printStats(w io.Writer, st *counters.Snapshot, withSwitch, all bool) {
 }
 
 func cmdCapture(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("macvsw capture", "macvsw capture PORT [-w FILE] [-c COUNT]\n\nWrites the port's frames (both directions) as pcap to FILE, or to stdout:\n  macvsw capture p1 | tshark -r -", stderr)
+	fs := newFlagSet("macvsw capture", "macvsw capture PORT [-w FILE] [-c COUNT] [-G SECONDS] [-s SNAPLEN]\n\nWrites the port's frames (both directions) as pcap to FILE, or to stdout\n(never to a terminal):\n  macvsw capture p1 | tshark -r -", stderr)
 	socket := clientFlags(fs)
 	file := fs.String("w", "", "write to FILE instead of stdout")
 	count := fs.Int("c", 0, "stop after COUNT frames")
+	secs := fs.Int("G", 0, "stop after SECONDS")
+	snap := fs.Int("s", 65535, "keep the first SNAPLEN bytes of each frame")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -485,16 +489,35 @@ func cmdCapture(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		defer f.Close()
 		out = f
+	} else if isTerminal(stdout) {
+		return &exitErr{exitUsage, errors.New("refusing to write pcap to a terminal: give -w FILE or pipe it (macvsw capture PORT | tshark -r -)")}
 	}
-	path := fmt.Sprintf("/v1/ports/%s/capture?count=%d", url.PathEscape(pos[0]), *count)
+	path := fmt.Sprintf("/v1/ports/%s/capture?count=%d&seconds=%d&snaplen=%d", url.PathEscape(pos[0]), *count, *secs, *snap)
 	resp, err := newClient(*socket).send(ctx, "GET", path, nil)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	_, err = io.Copy(out, resp.Body)
+	if n := resp.Trailer.Get("X-Macvsw-Captured"); n != "" {
+		msg := n + " packets captured"
+		if d := resp.Trailer.Get("X-Macvsw-Dropped"); d != "" && d != "0" {
+			msg += ", " + d + " dropped (the capture's buffer was full: write to a file, or capture less)"
+		}
+		fmt.Fprintln(stderr, msg)
+	}
 	if ctx.Err() != nil {
 		return nil // interrupted: the pcap so far is complete
 	}
 	return err
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }

@@ -88,9 +88,12 @@ func (d *daemon) portView(name string) (api.Port, error) {
 // idempotent: asking again for the same owner returns the port already
 // made for it if the entry asks for the same, and is refused (409)
 // otherwise.
-func (d *daemon) addPortLive(entry []byte, owner *portOwner) (string, error) {
+func (d *daemon) addPortLive(entry []byte, owner *portOwner, check func(*config.Port) error) (string, error) {
 	pc, err := config.ParsePort("request", entry)
 	if err != nil {
+		return "", err
+	}
+	if err := check(&pc); err != nil {
 		return "", err
 	}
 	if owner != nil {
@@ -130,7 +133,7 @@ func (d *daemon) ownedBy(o portOwner) (string, bool) {
 
 // removeOwned removes the ports of a container (of one of its interfaces
 // when o.IfName is set) and returns their names; none is not an error.
-func (d *daemon) removeOwned(o api.Owner) ([]string, error) {
+func (d *daemon) removeOwned(o api.Owner, check func(name string) error) ([]string, error) {
 	d.ctlMu.Lock()
 	defer d.ctlMu.Unlock()
 	var names []string
@@ -141,6 +144,11 @@ func (d *daemon) removeOwned(o api.Owner) ([]string, error) {
 		}
 	}
 	d.mu.Unlock()
+	for _, n := range names {
+		if err := check(n); err != nil {
+			return nil, err
+		}
+	}
 	var errs []error
 	for _, n := range names {
 		errs = append(errs, d.removePort(n))
@@ -264,10 +272,11 @@ func (d *daemon) sniff(name string, s bridge.Sniffer) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := p.SetSniffer(s); err != nil {
+	stop, err := p.AddSniffer(s)
+	if err != nil {
 		return nil, badRequest("%v", err)
 	}
-	return func() { _ = p.SetSniffer(nil) }, nil
+	return stop, nil
 }
 
 // stats returns the counters, of one port only when name is set.

@@ -421,6 +421,13 @@ func (d *daemon) saveState() error {
 	return nil
 }
 
+// allowList returns control.allow as it is now (a reload may change it).
+func (d *daemon) allowList() config.Allow {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg.Control.Allow
+}
+
 // reload applies a new configuration to the ports that came from the
 // file: removed ports go, ports whose device changed are rebuilt, ports
 // whose switch settings changed are updated in place (the sandbox keeps
@@ -463,6 +470,12 @@ func (d *daemon) reload(next *config.Config) (reloadReport, error) {
 	}
 	if len(restart) > 0 {
 		return rep, fmt.Errorf("reload: %s changed, which needs a restart; nothing changed", strings.Join(restart, ", "))
+	}
+	if delta.Allow {
+		d.mu.Lock()
+		d.cfg.Control.Allow = next.Control.Allow
+		d.mu.Unlock()
+		rep.Allow = true
 	}
 	var errs []error
 	fail := func(name string, err error) {
@@ -518,6 +531,7 @@ type reloadReport struct {
 	Added   []string `json:"added"`
 	Removed []string `json:"removed"`
 	Changed []string `json:"changed"` // updated in place
+	Allow   bool     `json:"allow_changed,omitempty"`
 	Rebuilt []string `json:"rebuilt"` // device re-created
 	Failed  []string `json:"failed"`
 }

@@ -46,9 +46,12 @@ func (d *daemon) openSocket(pc config.Port) (stack.LinkEndpoint, stateDevice, er
 // and returns the other end for the caller to hand over. Such a port
 // lives as long as the daemon and its peer: it is not restored after a
 // restart (its socket is gone).
-func (d *daemon) addPortHandoff(entry []byte, kind string) (string, int, error) {
+func (d *daemon) addPortHandoff(entry []byte, kind string, check func(*config.Port) error) (string, int, error) {
 	pc, err := config.ParseHandoffPort("request", entry)
 	if err != nil {
+		return "", -1, err
+	}
+	if err := check(&pc); err != nil {
 		return "", -1, err
 	}
 	typ, sk := unix.SOCK_SEQPACKET, endpoints.SocketSeqpacket
