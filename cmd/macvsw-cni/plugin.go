@@ -114,6 +114,15 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 			}
 		}()
 	}
+	// Undone from here on even if the answer to the request is lost: the
+	// port may exist although AddPort failed.
+	defer func() {
+		if err != nil {
+			if _, derr := c.DeleteOwned(context.Background(), o); derr != nil {
+				fmt.Fprintf(os.Stderr, "macvsw-cni: undoing the port after a failed ADD: %v\n", derr)
+			}
+		}
+	}()
 	p, err := c.AddPort(ctx, s.portEntry(name, args.Netns, args.IfName, o, addrs, routes, vethMAC))
 	if err != nil {
 		e := daemonError(err, s.socket)
@@ -122,13 +131,6 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		}
 		return e
 	}
-	defer func() {
-		if err != nil {
-			if _, derr := c.DeleteOwned(context.Background(), o); derr != nil {
-				fmt.Fprintf(os.Stderr, "macvsw-cni: undoing the port after a failed ADD: %v\n", derr)
-			}
-		}
-	}()
 	if s.kind == kindAFPacket {
 		if err := setVethMTU(s.vethNetns, name, args.Netns, args.IfName, int(p.MTU)); err != nil {
 			return types.NewError(types.ErrIOFailure, err.Error(), "")

@@ -264,3 +264,20 @@ func TestInstall(t *testing.T) {
 		t.Errorf("runCLI with a typo: %v, want the usage", err)
 	}
 }
+
+// TestAddRefusesBadNetns: ADD puts no port in the runtime's own network
+// namespace, nor in a path that is not a namespace (code 4, naming
+// CNI_NETNS), and asks the daemon for nothing.
+func TestAddRefusesBadNetns(t *testing.T) {
+	f := newFakeDaemon(t)
+	for _, tc := range []struct{ netns, says string }{
+		{"/proc/self/ns/net", "the runtime's own network namespace"},
+		{filepath.Join(t.TempDir(), "nope"), "CNI_NETNS"},
+	} {
+		args := &skel.CmdArgs{ContainerID: "c1", IfName: "eth0", Netns: tc.netns, StdinData: conf(fmt.Sprintf(`"socket": %q`, f.socket))}
+		code, msg := cniCode(t, cmdAdd(args))
+		if code != types.ErrInvalidEnvironmentVariables || !strings.Contains(msg, tc.says) {
+			t.Errorf("ADD into %s: code %d %q, want 4 saying %q", tc.netns, code, msg, tc.says)
+		}
+	}
+}
