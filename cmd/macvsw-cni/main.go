@@ -46,9 +46,11 @@
 // otherwise be restored by the daemon with nobody to delete it.
 //
 // Run with arguments and no CNI_COMMAND, it is a small installer:
-// `macvsw-cni install DIR` copies itself to DIR/macvsw-cni (a temporary
-// file renamed into place, so a runtime never runs half a binary), which
-// is what a Kubernetes init container does with the host's /opt/cni/bin.
+// `macvsw-cni install BINDIR [CONFLIST CONFDIR]` copies itself to
+// BINDIR/macvsw-cni, and a network configuration into CONFDIR (temporary
+// files renamed into place, so a runtime never reads half a file): what a
+// Kubernetes init container does with the host's /opt/cni/bin and
+// /etc/cni/net.d.
 //
 // Error codes: the spec's (4 bad environment, 7 bad configuration, 11
 // daemon not reachable, 50 STATUS: daemon not reachable) and the

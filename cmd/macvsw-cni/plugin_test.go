@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -236,15 +237,12 @@ func TestDaemonError(t *testing.T) {
 
 func TestInstall(t *testing.T) {
 	src := filepath.Join(t.TempDir(), "plugin")
-	if err := os.WriteFile(src, []byte("binary v1"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	for _, content := range []string{"binary v1", "binary v2"} { // a second install replaces the first
 		if err := os.WriteFile(src, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := install(src, dir); err != nil {
+		if err := install(src, dir, "macvsw-cni", 0o755); err != nil {
 			t.Fatal(err)
 		}
 		dst := filepath.Join(dir, "macvsw-cni")
@@ -257,27 +255,29 @@ func TestInstall(t *testing.T) {
 	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
 		t.Errorf("install left %d files in the directory, want 1", len(ents))
 	}
-	if err := install(src, filepath.Join(dir, "missing")); err == nil {
+	if err := install(src, filepath.Join(dir, "missing"), "macvsw-cni", 0o755); err == nil {
 		t.Error("install into a missing directory succeeded")
 	}
-	if err := runCLI([]string{"instal", dir}); err == nil || !strings.Contains(err.Error(), "usage") {
-		t.Errorf("runCLI with a typo: %v, want the usage", err)
-	}
-}
-
-// TestAddRefusesBadNetns: ADD puts no port in the runtime's own network
-// namespace, nor in a path that is not a namespace (code 4, naming
-// CNI_NETNS), and asks the daemon for nothing.
-func TestAddRefusesBadNetns(t *testing.T) {
-	f := newFakeDaemon(t)
-	for _, tc := range []struct{ netns, says string }{
-		{"/proc/self/ns/net", "the runtime's own network namespace"},
-		{filepath.Join(t.TempDir(), "nope"), "CNI_NETNS"},
-	} {
-		args := &skel.CmdArgs{ContainerID: "c1", IfName: "eth0", Netns: tc.netns, StdinData: conf(fmt.Sprintf(`"socket": %q`, f.socket))}
-		code, msg := cniCode(t, cmdAdd(args))
-		if code != types.ErrInvalidEnvironmentVariables || !strings.Contains(msg, tc.says) {
-			t.Errorf("ADD into %s: code %d %q, want 4 saying %q", tc.netns, code, msg, tc.says)
+	for _, args := range [][]string{{"instal", dir}, {"install"}, {"install", dir, "only-a-conflist"}} {
+		if err := runCLI(args); err == nil || !strings.Contains(err.Error(), "usage") {
+			t.Errorf("runCLI(%q): %v, want the usage", args, err)
 		}
+	}
+	// The binary and a conflist, as an init container runs it.
+	bin, conf := t.TempDir(), t.TempDir()
+	list := filepath.Join(t.TempDir(), "10-macvsw.conflist")
+	if err := os.WriteFile(list, []byte(`{"cniVersion": "1.1.0", "name": "macvsw", "plugins": [{"type": "macvsw-cni"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := runCLI([]string{"install", bin, list, conf}); err != nil {
+		t.Fatal(err)
+	}
+	self, _ := os.Executable()
+	want, _ := os.ReadFile(self)
+	if got, err := os.ReadFile(filepath.Join(bin, "macvsw-cni")); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("install did not copy the running binary (%v)", err)
+	}
+	if fi, err := os.Stat(filepath.Join(conf, "10-macvsw.conflist")); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("conflist not installed 0644: %v %v", fi, err)
 	}
 }
