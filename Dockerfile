@@ -1,4 +1,5 @@
-# macvsw in a small image: the static binary and nothing else.
+# macvsw in a small image: the static binaries (the daemon and the CNI
+# plugin) and nothing else.
 #
 #   docker build -t macvsw .
 #   docker run --rm --network host --cap-add NET_ADMIN --cap-add NET_RAW \
@@ -11,8 +12,12 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /macvsw ./cmd/macvsw
+# The CNI plugin, for an init container to install on the node:
+#   /macvsw-cni install /host/opt/cni/bin [CONFLIST /host/etc/cni/net.d]
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /macvsw-cni ./cmd/macvsw-cni
 
 FROM scratch
 COPY --from=build /macvsw /macvsw
+COPY --from=build /macvsw-cni /macvsw-cni
 ENTRYPOINT ["/macvsw"]
 CMD ["run", "--config", "/etc/macvsw/macvsw.yaml"]

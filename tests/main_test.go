@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/macvsw/macvsw/tests/cnilab"
 	"github.com/macvsw/macvsw/tests/netlab"
 )
 
@@ -29,6 +30,7 @@ func TestMain(m *testing.M) {
 				return 1
 			}
 		}
+		defer cnilab.Remove() // the CNI plugins, if a test built them
 		return m.Run()
 	}()
 	os.Exit(code)

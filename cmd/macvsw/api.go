@@ -32,8 +32,9 @@ import (
 
 // The control API: HTTP/JSON under /v1/ on a unix socket.
 //
-//	GET    /v1/ports                     list ports
-//	POST   /v1/ports                     add a port (body: a config port entry, JSON)
+//	GET    /v1/ports                     list ports (?owned=1, ?container_id=, ?ifname=, ?network=: owned ones)
+//	POST   /v1/ports                     add a port (body: a config port entry, JSON, and an optional "owner")
+//	DELETE /v1/ports?container_id=ID     remove a container's ports (&ifname=, &network= narrow it)
 //	GET    /v1/ports/{name}              show one port
 //	PATCH  /v1/ports/{name}              {"mode","mtu","up","mac","allmulticast","join","leave"}
 //	DELETE /v1/ports/{name}              remove a port
@@ -363,7 +364,7 @@ func (a *apiServer) addPort(w http.ResponseWriter, r *http.Request) (any, error)
 		if err := dec.Decode(&o); err != nil || o.ContainerID == "" || o.IfName == "" {
 			return nil, badRequest("owner: want {\"container_id\": ..., \"ifname\": ...} (%v)", err)
 		}
-		owner = &portOwner{ContainerID: o.ContainerID, IfName: o.IfName}
+		owner = &portOwner{ContainerID: o.ContainerID, IfName: o.IfName, Network: o.Network}
 		delete(probe, "owner")
 		body, _ = json.Marshal(probe)
 	}
@@ -374,13 +375,21 @@ func (a *apiServer) addPort(w http.ResponseWriter, r *http.Request) (any, error)
 	return a.d.portView(name)
 }
 
-// ownerQuery reads ?container_id=ID&ifname=IF (nil when absent).
+// ownerQuery reads ?container_id=ID&ifname=IF&network=NET, or ?owned=1
+// for every owned port (nil when none is there).
 func ownerQuery(r *http.Request) *api.Owner {
 	q := r.URL.Query()
-	if q.Get("container_id") == "" && q.Get("ifname") == "" && q.Get("owned") == "" {
+	if q.Get("container_id") == "" && q.Get("ifname") == "" && q.Get("network") == "" && q.Get("owned") == "" {
 		return nil
 	}
-	return &api.Owner{ContainerID: q.Get("container_id"), IfName: q.Get("ifname")}
+	return &api.Owner{ContainerID: q.Get("container_id"), IfName: q.Get("ifname"), Network: q.Get("network")}
+}
+
+// ownerMatches reports whether a port's owner (nil: not owned) matches the
+// filter f: every non-empty field of f is equal.
+func ownerMatches(f api.Owner, o *api.Owner) bool {
+	return o != nil && (f.ContainerID == "" || f.ContainerID == o.ContainerID) &&
+		(f.IfName == "" || f.IfName == o.IfName) && (f.Network == "" || f.Network == o.Network)
 }
 
 func (a *apiServer) setPort(_ http.ResponseWriter, r *http.Request) (any, error) {

@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/macvsw/macvsw/cmd/macvsw/api"
 	"github.com/macvsw/macvsw/config"
 	vswitch "github.com/macvsw/macvsw/switch"
 	"golang.org/x/sys/unix"
@@ -71,5 +74,47 @@ func TestPcapWriter(t *testing.T) {
 	if binary.LittleEndian.Uint32(r[0:]) != 100 || binary.LittleEndian.Uint32(r[4:]) != 5 ||
 		binary.LittleEndian.Uint32(r[8:]) != uint32(len(frame)) || !bytes.Equal(r[16:], frame) {
 		t.Errorf("record % x", r)
+	}
+}
+
+func TestOwnerMatches(t *testing.T) {
+	a := &api.Owner{ContainerID: "c1", IfName: "eth0", Network: "net1"}
+	legacy := &api.Owner{ContainerID: "c1", IfName: "eth0"} // recorded before owners had a network
+	for _, tc := range []struct {
+		filter api.Owner
+		owner  *api.Owner
+		want   bool
+	}{
+		{api.Owner{}, a, true},
+		{api.Owner{}, nil, false},
+		{api.Owner{ContainerID: "c1"}, a, true},
+		{api.Owner{ContainerID: "c2"}, a, false},
+		{api.Owner{ContainerID: "c1", IfName: "eth1"}, a, false},
+		{api.Owner{ContainerID: "c1", IfName: "eth0", Network: "net1"}, a, true},
+		{api.Owner{Network: "net2"}, a, false},
+		{api.Owner{Network: "net1"}, legacy, false},
+		{api.Owner{ContainerID: "c1", IfName: "eth0"}, legacy, true},
+	} {
+		if got := ownerMatches(tc.filter, tc.owner); got != tc.want {
+			t.Errorf("ownerMatches(%+v, %+v) = %v, want %v", tc.filter, tc.owner, got, tc.want)
+		}
+	}
+}
+
+func TestOwnerQuery(t *testing.T) {
+	for _, tc := range []struct {
+		query string
+		want  *api.Owner
+	}{
+		{"", nil},
+		{"?owned=1", &api.Owner{}},
+		{"?container_id=c1", &api.Owner{ContainerID: "c1"}},
+		{"?container_id=c1&ifname=eth0&network=n", &api.Owner{ContainerID: "c1", IfName: "eth0", Network: "n"}},
+		{"?network=n", &api.Owner{Network: "n"}},
+	} {
+		r := httptest.NewRequest("GET", "/v1/ports"+tc.query, nil)
+		if diff := cmp.Diff(tc.want, ownerQuery(r)); diff != "" {
+			t.Errorf("ownerQuery(%q) (-want +got):\n%s", tc.query, diff)
+		}
 	}
 }

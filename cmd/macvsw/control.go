@@ -55,8 +55,7 @@ func (d *daemon) portViews(o *api.Owner) []api.Port {
 	out := []api.Port{}
 	for _, p := range d.sw.Ports() {
 		v := d.view(p)
-		if o != nil && (v.Owner == nil || o.ContainerID != "" && v.Owner.ContainerID != o.ContainerID ||
-			o.IfName != "" && v.Owner.IfName != o.IfName) {
+		if o != nil && !ownerMatches(*o, v.Owner) {
 			continue
 		}
 		out = append(out, v)
@@ -132,14 +131,16 @@ func (d *daemon) ownedBy(o portOwner) (string, bool) {
 }
 
 // removeOwned removes the ports of a container (of one of its interfaces
-// when o.IfName is set) and returns their names; none is not an error.
+// when o.IfName is set, of one network when o.Network is) and returns
+// their names; none is not an error. check refuses a name the caller may
+// not touch, before anything is removed.
 func (d *daemon) removeOwned(o api.Owner, check func(name string) error) ([]string, error) {
 	d.ctlMu.Lock()
 	defer d.ctlMu.Unlock()
 	var names []string
 	d.mu.Lock()
 	for name, rp := range d.ports {
-		if rp.owner != nil && rp.owner.ContainerID == o.ContainerID && (o.IfName == "" || rp.owner.IfName == o.IfName) {
+		if o.ContainerID != "" && ownerMatches(o, rp.ownerOf()) {
 			names = append(names, name)
 		}
 	}
@@ -173,7 +174,7 @@ func (rp *runPort) ownerOf() *api.Owner {
 	if rp == nil || rp.owner == nil {
 		return nil
 	}
-	return &api.Owner{ContainerID: rp.owner.ContainerID, IfName: rp.owner.IfName}
+	return &api.Owner{ContainerID: rp.owner.ContainerID, IfName: rp.owner.IfName, Network: rp.owner.Network}
 }
 
 // patchChange parses a PATCH body into one switch change.

@@ -67,6 +67,7 @@ type statePort struct {
 type portOwner struct {
 	ContainerID string `json:"container_id"`
 	IfName      string `json:"ifname"`
+	Network     string `json:"network,omitempty"`
 }
 
 // stateDevice is a port's device as created.

@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -84,6 +85,23 @@ func (l *Lab) AddNS(name string) (string, error) {
 		return "", err
 	}
 	return full, nil
+}
+
+// DelNS deletes namespace ns (a full name AddNS returned) before Close,
+// as a container runtime does when a container goes away; Close then
+// leaves it alone.
+func (l *Lab) DelNS(ns string) error {
+	l.mu.Lock()
+	i := slices.Index(l.ns, ns)
+	if i >= 0 {
+		l.ns = slices.Delete(l.ns, i, i+1)
+	}
+	l.mu.Unlock()
+	if i < 0 {
+		return fmt.Errorf("namespace %s is not this lab's", ns)
+	}
+	_, err := run("ip", "netns", "del", ns)
+	return err
 }
 
 // Path returns the bind-mount path of namespace ns.

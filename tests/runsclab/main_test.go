@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/macvsw/macvsw/tests/cnilab"
 )
 
 // modHashes is the repository's go.mod and go.sum before the build, to
@@ -43,7 +45,9 @@ func TestMain(m *testing.M) {
 				bin.Version, bin.Path, bin.Cached, bin.Took.Round(time.Millisecond), bin.BuildTime.Round(time.Second))
 		}
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	cnilab.Remove() // the CNI plugins, if a test built them
+	os.Exit(code)
 }
 
 // repoRoot is the directory holding the repository's go.mod.

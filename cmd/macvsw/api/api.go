@@ -70,10 +70,13 @@ type Police struct {
 }
 
 // Owner is who asked for a port: a container runtime's container and the
-// interface name it gave it (CNI's attachment).
+// interface name it gave it (CNI's attachment), and optionally the
+// network (CNI's network name) the attachment belongs to, so that one
+// network's garbage collection leaves another's ports alone.
 type Owner struct {
 	ContainerID string `json:"container_id"`
 	IfName      string `json:"ifname"`
+	Network     string `json:"network,omitempty"`
 }
 
 // PortPatch is a change to a port (PATCH /v1/ports/{name}); nil and empty
@@ -320,29 +323,39 @@ func (c *Client) AddPortFD(ctx context.Context, entry any, kind string) (Port, *
 	return p, f, nil
 }
 
-// OwnedPorts lists the ports made for containers: of container id (and of
-// its interface ifname) when set, all owned ports when both are empty.
-func (c *Client) OwnedPorts(ctx context.Context, containerID, ifname string) ([]Port, error) {
+// OwnedPorts lists the ports made for containers whose owner matches o:
+// each non-empty field of o must be equal; the zero Owner lists every
+// owned port.
+func (c *Client) OwnedPorts(ctx context.Context, o Owner) ([]Port, error) {
 	q := url.Values{}
 	q.Set("owned", "1")
-	if containerID != "" {
-		q.Set("container_id", containerID)
+	if o.ContainerID != "" {
+		q.Set("container_id", o.ContainerID)
 	}
-	if ifname != "" {
-		q.Set("ifname", ifname)
+	if o.IfName != "" {
+		q.Set("ifname", o.IfName)
+	}
+	if o.Network != "" {
+		q.Set("network", o.Network)
 	}
 	var ps []Port
 	return ps, c.Do(ctx, "GET", "/v1/ports?"+q.Encode(), nil, &ps)
 }
 
-// DeleteOwned removes the ports of container id (of its interface ifname
-// when set), deleting their taps, and returns their names; none is not an
-// error.
-func (c *Client) DeleteOwned(ctx context.Context, containerID, ifname string) ([]string, error) {
+// DeleteOwned removes the ports whose owner matches o, which must name a
+// container (its IfName and Network, when set, narrow the match),
+// deleting their taps, and returns their names; none is not an error.
+func (c *Client) DeleteOwned(ctx context.Context, o Owner) ([]string, error) {
+	if o.ContainerID == "" {
+		return nil, errors.New("DeleteOwned: the owner names no container")
+	}
 	q := url.Values{}
-	q.Set("container_id", containerID)
-	if ifname != "" {
-		q.Set("ifname", ifname)
+	q.Set("container_id", o.ContainerID)
+	if o.IfName != "" {
+		q.Set("ifname", o.IfName)
+	}
+	if o.Network != "" {
+		q.Set("network", o.Network)
 	}
 	var out struct {
 		Deleted []string `json:"deleted"`
