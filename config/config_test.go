@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	vswitch "github.com/macvsw/macvsw/switch"
 )
@@ -521,11 +522,12 @@ func TestExample(t *testing.T) {
 		return m
 	}
 	want := &Config{
-		Lower:     Lower{Interface: "eth0", Queues: 4, Promiscuous: true, MTU: 9000},
-		Broadcast: Broadcast{QueueLen: 2000, Cutoff: -1},
-		Control:   Control{Socket: "/run/macvsw/macvsw.sock", Group: "netadmin"},
-		Metrics:   Metrics{Listen: "127.0.0.1:9464"},
-		Log:       Log{Format: LogJSON, Level: slog.LevelDebug},
+		Lower:      Lower{Interface: "eth0", Queues: 4, Promiscuous: true, MTU: 9000},
+		Broadcast:  Broadcast{QueueLen: 2000, Cutoff: -1},
+		Reassembly: Reassembly{High: 8 << 20, Low: 6 << 20, Timeout: 20 * time.Second, MaxPerSource: 512 << 10},
+		Control:    Control{Socket: "/run/macvsw/macvsw.sock", Group: "netadmin"},
+		Metrics:    Metrics{Listen: "127.0.0.1:9464"},
+		Log:        Log{Format: LogJSON, Level: slog.LevelDebug},
 		Ports: []Port{{
 			Name: "vm1", Mode: vswitch.ModeBridge, MAC: mac("02:00:00:00:00:01"),
 			MTU: 1500, Queues: 4, QueueLen: 2048, AllMulticast: false,
