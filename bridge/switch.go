@@ -15,7 +15,8 @@ import (
 )
 
 // DefaultFragmentTick is how often a Switch expires IPv4 datagrams whose
-// reassembly timed out.
+// reassembly timed out, unless the timeout (Core.Reassembly.Timeout) is
+// shorter than two ticks: then it ticks twice per timeout.
 const DefaultFragmentTick = time.Second
 
 // Options configures a Switch. The zero value is a switch on a
@@ -29,7 +30,9 @@ type Options struct {
 	// Link configures every link between the core and an endpoint.
 	Link LinkOptions
 	// FragmentTick is how often reassembly timeouts are enforced; 0 means
-	// DefaultFragmentTick.
+	// DefaultFragmentTick, or half the reassembly timeout if that is
+	// shorter. The core runs no timers: this is the one that expires
+	// datagrams nobody completes, whatever the embedder does.
 	FragmentTick time.Duration
 	// Logger receives state changes; nil discards.
 	Logger *slog.Logger
@@ -124,7 +127,7 @@ func New(opts Options) *Switch {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.FragmentTick <= 0 {
-		opts.FragmentTick = DefaultFragmentTick
+		opts.FragmentTick = min(DefaultFragmentTick, opts.Core.Reassembly.WithDefaults().Timeout/2)
 	}
 	opts.Link.Logger = opts.Logger
 	s := &Switch{log: opts.Logger, opts: opts, ports: map[string]*Port{}, stop: make(chan struct{})}

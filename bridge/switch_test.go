@@ -8,8 +8,10 @@ import (
 
 	"github.com/macvsw/macvsw/bridge"
 	vswitch "github.com/macvsw/macvsw/switch"
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // device is a port endpoint with a device of its own: it records the
@@ -197,5 +199,51 @@ func TestSwitchLowerFollowsLink(t *testing.T) {
 	lower.report(true, 1400, "")
 	if got := sw.Port("a").Core().MTU(); got != 1400 {
 		t.Errorf("lower MTU 1400: port MTU %d, want clamped to 1400", got)
+	}
+}
+
+// The Switch's own timer expires a datagram nobody completes: no fragment
+// arrives after the first, and nobody calls ExpireFragments.
+func TestSwitchExpiresFragments(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	clock := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return now
+	}
+	sw := bridge.New(bridge.Options{
+		Core:         vswitch.Options{Now: clock, Reassembly: vswitch.Reassembly{Timeout: 5 * time.Second}},
+		FragmentTick: time.Millisecond,
+	})
+	defer sw.Close()
+	if _, err := sw.AddPort(vswitch.PortConfig{Name: "a"}, newDevice(), bridge.PortOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The first fragment of a broadcast UDP datagram from the wire.
+	frame := make([]byte, 14+20+64)
+	copy(frame, "\xff\xff\xff\xff\xff\xff\x02\x00\x00\x00\x00\xee\x08\x00")
+	ip := frame[14:]
+	ip[0], ip[3], ip[6], ip[8], ip[9] = 0x45, 84, 0x20, 64, 17
+	copy(ip[12:20], []byte{10, 0, 0, 1, 10, 0, 0, 255})
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(frame)})
+	sw.Core().Receive(pkt, -1)
+	pkt.DecRef()
+	if st := sw.Core().Stats(); st.Pending != 1 {
+		t.Fatalf("pending %d, want 1", st.Pending)
+	}
+	time.Sleep(20 * time.Millisecond) // many ticks, but the clock has not moved
+	if st := sw.Core().Stats(); st.Pending != 1 {
+		t.Fatalf("pending %d before the timeout, want 1", st.Pending)
+	}
+	mu.Lock()
+	now = now.Add(5 * time.Second)
+	mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for sw.Core().Stats().Pending != 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if st := sw.Core().Stats(); st.Pending != 0 || st.Drops.Get("defrag_timeout") != 1 || st.DefragBytes != 0 {
+		t.Errorf("after the timeout: pending %d, defrag_timeout %d, %d bytes held", st.Pending, st.Drops.Get("defrag_timeout"), st.DefragBytes)
 	}
 }

@@ -64,12 +64,13 @@ const DefaultMode = vswitch.DefaultMode
 // A Config is a plain value: it is not safe for concurrent mutation, and the
 // loader keeps no reference to it.
 type Config struct {
-	Lower     Lower
-	Broadcast Broadcast
-	Control   Control
-	Metrics   Metrics
-	Log       Log
-	Ports     []Port
+	Lower      Lower
+	Broadcast  Broadcast
+	Reassembly Reassembly
+	Control    Control
+	Metrics    Metrics
+	Log        Log
+	Ports      []Port
 
 	// src remembers where each field came from, for error messages from
 	// Validate and CheckHost. Nil for a Config built in code.
@@ -312,8 +313,9 @@ func Defaults() *Config {
 			QueueLen: DefaultBroadcastQueueLen,
 			Cutoff:   DefaultBroadcastCutoff,
 		},
-		Control: Control{Socket: DefaultControlSocket},
-		Log:     Log{Format: LogText, Level: slog.LevelInfo},
+		Reassembly: defaultReassembly(),
+		Control:    Control{Socket: DefaultControlSocket},
+		Log:        Log{Format: LogText, Level: slog.LevelInfo},
 	}
 }
 

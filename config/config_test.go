@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	vswitch "github.com/macvsw/macvsw/switch"
 )
@@ -555,8 +556,9 @@ func TestExample(t *testing.T) {
 		return m
 	}
 	want := &Config{
-		Lower:     Lower{Interface: "eth0", Queues: 4, Promiscuous: true, MTU: 9000},
-		Broadcast: Broadcast{QueueLen: 2000, Cutoff: -1},
+		Lower:      Lower{Interface: "eth0", Queues: 4, Promiscuous: true, MTU: 9000},
+		Broadcast:  Broadcast{QueueLen: 2000, Cutoff: -1},
+		Reassembly: Reassembly{High: 8 << 20, Low: 6 << 20, Timeout: 20 * time.Second, MaxPerSource: 512 << 10},
 		Control: Control{Socket: "/run/macvsw/macvsw.sock", Group: "netadmin", Allow: Allow{
 			Ports: []string{"sb-*"}, Netns: []string{"/var/run/netns/sb-"}, Interfaces: []string{"vsb*"},
 			Addresses:  []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("fd00::/64")},

@@ -14,7 +14,7 @@ type Delta struct {
 	Changed []string // ports in both whose settings differ, in the new order
 
 	// Sections other than ports that differ.
-	Lower, Broadcast, Control, Metrics, Log bool
+	Lower, Broadcast, Reassembly, Control, Metrics, Log bool
 	// Allow says control.allow differs (it applies without a restart).
 	Allow bool
 }
@@ -26,7 +26,7 @@ func (d Delta) Empty() bool {
 
 // Global reports whether a section other than ports changed.
 func (d Delta) Global() bool {
-	return d.Lower || d.Broadcast || d.Control || d.Metrics || d.Log
+	return d.Lower || d.Broadcast || d.Reassembly || d.Control || d.Metrics || d.Log
 }
 
 // Diff compares two configurations. A port whose MAC was generated at load
@@ -34,12 +34,13 @@ func (d Delta) Global() bool {
 // reports it as changed.
 func Diff(old, new *Config) Delta {
 	d := Delta{
-		Lower:     old.Lower != new.Lower,
-		Broadcast: old.Broadcast != new.Broadcast,
-		Control:   old.Control.Socket != new.Control.Socket || old.Control.Group != new.Control.Group,
-		Allow:     !old.Control.Allow.Equal(new.Control.Allow),
-		Metrics:   old.Metrics != new.Metrics,
-		Log:       old.Log != new.Log,
+		Lower:      old.Lower != new.Lower,
+		Broadcast:  old.Broadcast != new.Broadcast,
+		Reassembly: old.Reassembly != new.Reassembly,
+		Control:    old.Control.Socket != new.Control.Socket || old.Control.Group != new.Control.Group,
+		Allow:      !old.Control.Allow.Equal(new.Control.Allow),
+		Metrics:    old.Metrics != new.Metrics,
+		Log:        old.Log != new.Log,
 	}
 	for i := range new.Ports {
 		p := &new.Ports[i]
@@ -87,7 +88,7 @@ func (c *Config) InheritMACs(old *Config) {
 // Equal reports whether c and o hold the same settings, ports in the same
 // order. Where each came from (file, line, flags) does not count.
 func (c *Config) Equal(o *Config) bool {
-	if c.Lower != o.Lower || c.Broadcast != o.Broadcast || c.Control.Socket != o.Control.Socket ||
+	if c.Lower != o.Lower || c.Broadcast != o.Broadcast || c.Reassembly != o.Reassembly || c.Control.Socket != o.Control.Socket ||
 		c.Control.Group != o.Control.Group || !c.Control.Allow.Equal(o.Control.Allow) ||
 		c.Metrics != o.Metrics || c.Log != o.Log || len(c.Ports) != len(o.Ports) {
 		return false

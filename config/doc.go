@@ -48,6 +48,14 @@
 //	  cutoff: 1               # int (int32); a multicast group is queued when more than cutoff
 //	                          #   ports subscribe; negative = deliver every flood inline
 //
+//	reassembly:               # IPv4 fragments to group MACs (kernel ipfrag_*; BEHAVIOUR.md §9.18)
+//	  high: 4MiB              # size 512KiB..1GiB (bytes, or KiB/MiB/GiB); past it the oldest
+//	                          #   datagrams are evicted
+//	  low: 3MiB               # size 0..high; what eviction brings memory down to
+//	  timeout: 30s            # duration 1s..2m, or seconds; from a datagram's first fragment
+//	  max_per_source: 0       # size, 0 or 128KiB..high; one source address's share, past which
+//	                          #   its own oldest datagrams are evicted; 0 = a quarter of high
+//
 //	control:                  # local control API
 //	  socket: /run/macvsw/macvsw.sock   # absolute path, ≤ 107 bytes
 //	  group: ""               # group allowed to connect (name or gid); "" = root only

@@ -15,12 +15,13 @@ import (
 // of the binary that reads it back.
 type (
 	fileConfig struct {
-		Lower     fileLower     `yaml:"lower"`
-		Broadcast fileBroadcast `yaml:"broadcast"`
-		Control   fileControl   `yaml:"control"`
-		Metrics   fileMetrics   `yaml:"metrics,omitempty"`
-		Log       fileLog       `yaml:"log"`
-		Ports     []filePort    `yaml:"ports,omitempty"`
+		Lower      fileLower      `yaml:"lower"`
+		Broadcast  fileBroadcast  `yaml:"broadcast"`
+		Reassembly fileReassembly `yaml:"reassembly"`
+		Control    fileControl    `yaml:"control"`
+		Metrics    fileMetrics    `yaml:"metrics,omitempty"`
+		Log        fileLog        `yaml:"log"`
+		Ports      []filePort     `yaml:"ports,omitempty"`
 	}
 	fileLower struct {
 		Interface   string `yaml:"interface"`
@@ -116,11 +117,12 @@ func (c *Config) Marshal() ([]byte, error) {
 		return nil, fmt.Errorf("marshal config: log.level: unsupported level %v", c.Log.Level)
 	}
 	f := fileConfig{
-		Lower:     fileLower(c.Lower),
-		Broadcast: fileBroadcast(c.Broadcast),
-		Control:   fileControl{Socket: c.Control.Socket, Group: c.Control.Group},
-		Metrics:   fileMetrics(c.Metrics),
-		Log:       fileLog{Format: string(c.Log.Format), Level: level},
+		Lower:      fileLower(c.Lower),
+		Broadcast:  fileBroadcast(c.Broadcast),
+		Reassembly: c.Reassembly.file(),
+		Control:    fileControl{Socket: c.Control.Socket, Group: c.Control.Group},
+		Metrics:    fileMetrics(c.Metrics),
+		Log:        fileLog{Format: string(c.Log.Format), Level: level},
 	}
 	if a := c.Control.Allow; !a.Equal(Allow{}) {
 		fa := &fileAllow{Ports: a.Ports, Netns: a.Netns, Interfaces: a.Interfaces, SocketDirs: a.SocketDirs, Captures: a.Captures}

@@ -613,6 +613,7 @@ func (d *decoder) config(root *yaml.Node, c *Config) {
 				{"cutoff", d.integer(&c.Broadcast.Cutoff)},
 			})
 		}},
+		{"reassembly", func(v *yaml.Node, p string) { d.reassembly(v, p, &c.Reassembly) }},
 		{"control", func(v *yaml.Node, p string) {
 			d.mapping(v, p, []field{
 				{"socket", d.str(&c.Control.Socket)},

@@ -62,6 +62,8 @@ func (c *Config) validate() []*FieldError {
 	k.inRange("broadcast.queue_len", c.Broadcast.QueueLen, 0, MaxBroadcastQueueLen, "")
 	k.inRange("broadcast.cutoff", c.Broadcast.Cutoff, math.MinInt32, math.MaxInt32, "; negative delivers every flood inline")
 
+	c.Reassembly.validate(k)
+
 	// control
 	switch s := c.Control.Socket; {
 	case s == "":

@@ -46,6 +46,9 @@ type Options struct {
 	// than this are queued; negative delivers every flood inline. Nil means
 	// DefaultBroadcastCutoff.
 	BroadcastCutoff *int
+	// Reassembly bounds the reassembly of IPv4 fragments sent to group
+	// MACs; zero fields take the kernel's defaults.
+	Reassembly Reassembly
 	// Now is the clock (fragment reassembly timeouts); nil means time.Now.
 	Now func() time.Time
 	// Logger receives state changes; nil discards.
@@ -68,7 +71,8 @@ type LowerFilter struct {
 
 // Switch is the forwarding core: one lower and any number of ports, forwarding
 // frames as the kernel's macvlan does. It owns no file descriptors and no
-// goroutines. Every method is safe for concurrent use: the data path
+// goroutines, so it runs no timers: whoever owns it calls ExpireFragments
+// periodically (bridge.Switch does) and drains the broadcast queue. Every method is safe for concurrent use: the data path
 // (Receive, Transmit, DrainBroadcast) reads an atomic snapshot of the port
 // table and takes no switch lock; control-plane calls serialise on mu.
 type Switch struct {
@@ -159,7 +163,7 @@ func New(opts Options) *Switch {
 	}
 	s.lower.init(max(opts.LowerQueues, 1), opts.LowerQueueLen)
 	s.bcq.init()
-	s.frag.init()
+	s.frag.init(opts.Reassembly)
 	s.mu.Lock()
 	s.rebuildLocked()
 	s.mu.Unlock()
@@ -368,7 +372,9 @@ func (s *Switch) Stats() counters.Switch {
 		Drops:       s.drops.snapshot(),
 		Broadcast:   s.bcq.stats(),
 	}
-	st.Merged, st.Pending = s.frag.counts()
+	fc := s.frag.counts()
+	st.Merged, st.Pending = fc.merged, fc.pending
+	st.DefragBytes, st.DefragDatagrams = fc.mem, fc.datagrams
 	return st
 }
 

@@ -94,6 +94,7 @@ func startDaemon(cfg *config.Config, log *slog.Logger) (_ *daemon, err error) {
 			LowerQueues:       cfg.Lower.NumQueues(),
 			BroadcastQueueLen: cfg.Broadcast.QueueLen,
 			BroadcastCutoff:   &cutoff,
+			Reassembly:        cfg.Reassembly.Switch(),
 		},
 		Logger:  log,
 		OnEvent: d.onEvent,
@@ -463,7 +464,7 @@ func (d *daemon) reload(next *config.Config) (reloadReport, error) {
 	for _, c := range []struct {
 		name    string
 		changed bool
-	}{{"lower", delta.Lower}, {"broadcast", delta.Broadcast}, {"control", delta.Control}, {"metrics", delta.Metrics}, {"log", delta.Log}} {
+	}{{"lower", delta.Lower}, {"broadcast", delta.Broadcast}, {"reassembly", delta.Reassembly}, {"control", delta.Control}, {"metrics", delta.Metrics}, {"log", delta.Log}} {
 		if c.changed {
 			restart = append(restart, c.name)
 		}

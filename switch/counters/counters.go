@@ -142,13 +142,17 @@ func (d *Drops) UnmarshalJSON(b []byte) error {
 // Forwarded frames were handed to at least one destination; each copy is
 // then counted on its receiver (Port rx counters or a receive drop).
 type Switch struct {
-	Accepted    uint64    `json:"accepted"`
-	Forwarded   uint64    `json:"forwarded"`
-	Merged      uint64    `json:"defrag_merged"`      // fragments consumed by a completed reassembly
-	Pending     uint64    `json:"defrag_pending"`     // fragments waiting for the rest of their datagram
-	Reassembled uint64    `json:"defrag_reassembled"` // datagrams produced (also counted in Accepted)
-	Drops       Drops     `json:"drops"`
-	Broadcast   Broadcast `json:"broadcast"`
+	Accepted    uint64 `json:"accepted"`
+	Forwarded   uint64 `json:"forwarded"`
+	Merged      uint64 `json:"defrag_merged"`      // fragments consumed by a completed reassembly
+	Pending     uint64 `json:"defrag_pending"`     // fragments waiting for the rest of their datagram
+	Reassembled uint64 `json:"defrag_reassembled"` // datagrams produced (also counted in Accepted)
+	// DefragBytes is the memory reassembly holds now, bookkeeping
+	// included; DefragDatagrams the datagrams waiting for fragments.
+	DefragBytes     int       `json:"defrag_bytes"`
+	DefragDatagrams int       `json:"defrag_datagrams"`
+	Drops           Drops     `json:"drops"`
+	Broadcast       Broadcast `json:"broadcast"`
 }
 
 // Broadcast describes the broadcast queue.

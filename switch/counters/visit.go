@@ -39,6 +39,8 @@ var (
 	MFrames        = metric(Counter, "switch_frames_total", "Frames by ingress outcome (accepted, forwarded, defrag_merged).", "outcome")
 	MSwitchDrops   = metric(Counter, "switch_drops_total", "Frames the switch dropped at ingress, by reason.", "reason")
 	MDefragPending = metric(Gauge, "switch_defrag_pending", "IPv4 fragments waiting for the rest of their datagram.")
+	MDefragBytes   = metric(Gauge, "switch_defrag_bytes", "Memory IPv4 reassembly holds, bookkeeping included.")
+	MDefragDgrams  = metric(Gauge, "switch_defrag_datagrams", "IPv4 datagrams waiting for fragments.")
 	MBcastLen      = metric(Gauge, "broadcast_queue_length", "Floods waiting in the broadcast queue.")
 	MBcastCap      = metric(Gauge, "broadcast_queue_capacity", "Broadcast queue capacity (largest bcqueuelen request).")
 	MBcastEnqueued = metric(Counter, "broadcast_queue_enqueued_total", "Floods queued on the broadcast queue.")
@@ -101,6 +103,8 @@ func (s *Snapshot) Visit(v Visitor) {
 		c(MSwitchDrops, r.Count, r.Name)
 	}
 	v(MDefragPending, float64(sw.Pending))
+	v(MDefragBytes, float64(sw.DefragBytes))
+	v(MDefragDgrams, float64(sw.DefragDatagrams))
 	v(MBcastLen, float64(sw.Broadcast.Len))
 	v(MBcastCap, float64(sw.Broadcast.Cap))
 	c(MBcastEnqueued, sw.Broadcast.Enqueued)
