@@ -33,7 +33,7 @@ import (
 //	guest T ─ tap in vmns ─ AF_PACKET ┤ lower ── LAN ── host 10.77.0.100
 //	guest C ─ stream (QEMU server=on) ┘
 func TestNetnsQEMUGuests(t *testing.T) {
-	requireNetns(t)
+	requireNetns(t, "python3")
 	vmlab.Require(t)
 	if testing.Short() {
 		t.Skip("boots four QEMU guests")
@@ -213,7 +213,7 @@ func TestNetnsSocketPortAbuse(t *testing.T) {
 // and runs a gVisor netstack on it with gVisor's fdbased endpoint
 // (cmd/macvsw-fdbased), talking TCP to a tap sandbox through the switch.
 func TestNetnsHandoffFdbased(t *testing.T) {
-	requireNetns(t)
+	requireNetns(t, "python3", "ss", "setpriv")
 	m := macvswLab(t, false, []sandboxSpec{{Mode: "bridge"}})
 	// Let group nogroup (65534) use the control socket.
 	m.stop()

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/macvsw/macvsw/internal/testenv"
 	"github.com/macvsw/macvsw/tests/netlab"
 )
 
@@ -215,7 +216,7 @@ var controlRules = []controlRule{
 // agree.
 func TestControlRules(t *testing.T) {
 	if err := netlab.Available(); err != nil {
-		t.Skip(err)
+		testenv.Skip(t, "%v", err)
 	}
 	sum := newSummary("rule (case 57)", "kernel", "macvsw", "verdict")
 	t.Cleanup(func() {

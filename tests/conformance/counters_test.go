@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/macvsw/macvsw/internal/testenv"
 	"github.com/macvsw/macvsw/switch/counters"
 	"github.com/macvsw/macvsw/tests/netlab"
 )
@@ -27,7 +28,7 @@ var counterSends = []struct{ name, from, src string }{
 // kernel's +14 on a bridge sibling's flood).
 func TestCounters(t *testing.T) {
 	if err := netlab.Available(); err != nil {
-		t.Skip(err)
+		testenv.Skip(t, "%v", err)
 	}
 	sum := newSummary("send (case 43)", "kernel", "macvsw", "verdict")
 	t.Cleanup(func() {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/macvsw/macvsw/internal/testenv"
 	"github.com/macvsw/macvsw/tests/netlab"
 )
 
@@ -27,7 +28,7 @@ func lab(t *testing.T) *netlab.Lab {
 	t.Helper()
 	Require(t)
 	if err := netlab.Available(); err != nil {
-		t.Skip(err)
+		testenv.Skip(t, "%v", err)
 	}
 	l := netlab.New("mvsvm")
 	t.Cleanup(func() {
