@@ -67,10 +67,22 @@ var errorTests = []struct {
 	also  error // a cause errors.Is must also find, if any
 }{
 	// Syntax.
-	{"syntax/unclosed flow", "lower: {interface: eth0\nports: []\n", ErrSyntax, "t.yaml:2: syntax error: ", nil},
-	{"syntax/tab indent", "lower:\n\tinterface: eth0\n", ErrSyntax, "t.yaml:2: syntax error: ", nil},
-	{"syntax/bad list", "lower: {interface: eth0}\nports:\n  - name: [a\n", ErrSyntax, "t.yaml:3: syntax error: ", nil},
-	{"syntax/two documents", "lower: {interface: eth0}\n---\nlower: {interface: eth1}\n", ErrSyntax, "t.yaml:2: syntax error: more than one document", nil},
+	// Syntax errors point at the mistake: the bracket never closed, the
+	// tab, the line whose indentation is wrong (yaml.v3 itself names the
+	// line where the enclosing mapping or list starts).
+	{"syntax/unclosed flow", "lower: {interface: eth0\nports: []\n", ErrSyntax, "t.yaml:1:8: syntax error: did not find expected ',' or '}' (the '{' here is never closed)", nil},
+	{"syntax/tab indent", "lower:\n\tinterface: eth0\n", ErrSyntax, "t.yaml:2:1: syntax error: found character that cannot start any token (YAML indents with spaces, not tabs)", nil},
+	{"syntax/bad list", "lower: {interface: eth0}\nports:\n  - name: [a\n", ErrSyntax, "t.yaml:3:11: syntax error: did not find expected ',' or ']' (the '[' here is never closed)", nil},
+	{"syntax/two documents", "lower: {interface: eth0}\n---\nlower: {interface: eth1}\n", ErrSyntax, "t.yaml:2:1: syntax error: more than one document", nil},
+	{"syntax/key dedented in a port", "lower:\n  interface: lo\nports:\n  - name: a\n    mac: 02:00:00:00:00:01\n  mode: bridge\n    tap: {netns: /x}\n",
+		ErrSyntax, "t.yaml:6:3: syntax error: did not find expected '-' indicator (check this line's indentation against the lines above)", nil},
+	{"syntax/key over-indented", "lower:\n  interface: lo\nports:\n  - name: a\n    mac: 02:00:00:00:00:01\n     mode: bridge\n",
+		ErrSyntax, "t.yaml:6:6: syntax error: mapping values are not allowed in this context (check this line's indentation", nil},
+	{"syntax/nested key dedented", "lower:\n  interface: lo\nports:\n  - name: a\n    tap:\n      netns: /x\n     ifname: eth0\n  - name: b\n",
+		ErrSyntax, "t.yaml:7:6: syntax error: did not find expected key (check this line's indentation", nil},
+	{"syntax/lower key dedented", "lower:\n  interface: lo\n queues: 2\nports: []\n", ErrSyntax, "t.yaml:3:2: syntax error: did not find expected key", nil},
+	{"syntax/unclosed quote", "lower:\n  interface: \"lo\nports: []\n", ErrSyntax, "t.yaml:2:3: syntax error: ", nil},
+	{"syntax/no line from yaml", "a: b: c\n", ErrSyntax, "t.yaml:1:1: syntax error: mapping values are not allowed", nil},
 
 	// Unknown keys.
 	{"unknown/top level", "lower: {interface: eth0}\nlowr: {interface: eth0}\n", ErrUnknownKey, "t.yaml:2:1: lowr: unknown key (want lower, broadcast", nil},
