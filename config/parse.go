@@ -264,8 +264,9 @@ scan:
 	return stack[len(stack)-1]
 }
 
-// assignMACs gives every port that has no MAC and is not passthru a random
-// locally administered unicast address distinct from every other port's.
+// assignMACs gives every port that has no MAC and is neither passthru nor
+// afpacket a random locally administered unicast address distinct from
+// every other port's.
 // It only touches ports whose file entry has no mac key, so a malformed mac
 // is reported rather than silently replaced.
 func (c *Config) assignMACs(random io.Reader) error {
@@ -275,7 +276,9 @@ func (c *Config) assignMACs(random io.Reader) error {
 	}
 	for i := range c.Ports {
 		p := &c.Ports[i]
-		if p.Mode == vswitch.ModePassthru || !p.MAC.IsZero() {
+		// An afpacket port without a mac takes the MAC its interface's
+		// far end sends with, which only the daemon can see.
+		if p.Mode == vswitch.ModePassthru || !p.MAC.IsZero() || p.AFPacket != nil {
 			continue
 		}
 		if _, ok := c.src.pos[fmt.Sprintf("ports[%d].mac", i)]; ok {
@@ -526,6 +529,16 @@ func (d *decoder) str(dst *string) func(*yaml.Node, string) {
 	}
 }
 
+// netns decodes a network namespace: a path, or the name of one in
+// NetnsDir (see NetnsPath).
+func (d *decoder) netns(dst *string) func(*yaml.Node, string) {
+	return func(v *yaml.Node, path string) {
+		if s, ok := d.scalar(v, path, "a netns name or path"); ok {
+			*dst = NetnsPath(s)
+		}
+	}
+}
+
 func (d *decoder) integer(dst *int) func(*yaml.Node, string) {
 	return func(v *yaml.Node, path string) {
 		v = resolve(v)
@@ -752,7 +765,7 @@ func (d *decoder) port(n *yaml.Node, path string, p *Port) {
 		{"tap", func(v *yaml.Node, path string) {
 			t := defaultTap()
 			d.mapping(v, path, []field{
-				{"netns", d.str(&t.Netns)},
+				{"netns", d.netns(&t.Netns)},
 				{"ifname", d.str(&t.Ifname)},
 				{"addresses", func(v *yaml.Node, path string) {
 					d.sequence(v, path, func(e *yaml.Node, epath string) {
@@ -789,7 +802,7 @@ func (d *decoder) port(n *yaml.Node, path string, p *Port) {
 			var a AFPacketPort
 			d.mapping(v, path, []field{
 				{"interface", d.str(&a.Interface)},
-				{"netns", d.str(&a.Netns)},
+				{"netns", d.netns(&a.Netns)},
 			})
 			p.AFPacket = &a
 		}},
