@@ -13,6 +13,7 @@ import (
 	"github.com/macvsw/macvsw/endpoints"
 	vswitch "github.com/macvsw/macvsw/switch"
 	"github.com/macvsw/macvsw/tests/netlab"
+	"github.com/macvsw/macvsw/tests/testenv"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -175,7 +176,7 @@ func exampleTapAndPacket(lanNetns, uplink, sandboxNetns string) {
 // throwaway lab (it needs root) and checks what it prints.
 func TestNetnsExampleTapAndPacket(t *testing.T) {
 	if err := netlab.Available(); err != nil {
-		t.Skip(err)
+		testenv.Skip(t, "%v", err)
 	}
 	lab := netlab.New("mvsex")
 	t.Cleanup(func() { lab.Close() })

@@ -68,10 +68,22 @@ var errorTests = []struct {
 	also  error // a cause errors.Is must also find, if any
 }{
 	// Syntax.
-	{"syntax/unclosed flow", "lower: {interface: eth0\nports: []\n", ErrSyntax, "t.yaml:2: syntax error: ", nil},
-	{"syntax/tab indent", "lower:\n\tinterface: eth0\n", ErrSyntax, "t.yaml:2: syntax error: ", nil},
-	{"syntax/bad list", "lower: {interface: eth0}\nports:\n  - name: [a\n", ErrSyntax, "t.yaml:3: syntax error: ", nil},
-	{"syntax/two documents", "lower: {interface: eth0}\n---\nlower: {interface: eth1}\n", ErrSyntax, "t.yaml:2: syntax error: more than one document", nil},
+	// Syntax errors point at the mistake: the bracket never closed, the
+	// tab, the line whose indentation is wrong (yaml.v3 itself names the
+	// line where the enclosing mapping or list starts).
+	{"syntax/unclosed flow", "lower: {interface: eth0\nports: []\n", ErrSyntax, "t.yaml:1:8: syntax error: did not find expected ',' or '}' (the '{' here is never closed)", nil},
+	{"syntax/tab indent", "lower:\n\tinterface: eth0\n", ErrSyntax, "t.yaml:2:1: syntax error: found character that cannot start any token (YAML indents with spaces, not tabs)", nil},
+	{"syntax/bad list", "lower: {interface: eth0}\nports:\n  - name: [a\n", ErrSyntax, "t.yaml:3:11: syntax error: did not find expected ',' or ']' (the '[' here is never closed)", nil},
+	{"syntax/two documents", "lower: {interface: eth0}\n---\nlower: {interface: eth1}\n", ErrSyntax, "t.yaml:2:1: syntax error: more than one document", nil},
+	{"syntax/key dedented in a port", "lower:\n  interface: lo\nports:\n  - name: a\n    mac: 02:00:00:00:00:01\n  mode: bridge\n    tap: {netns: /x}\n",
+		ErrSyntax, "t.yaml:6:3: syntax error: did not find expected '-' indicator (check this line's indentation against the lines above)", nil},
+	{"syntax/key over-indented", "lower:\n  interface: lo\nports:\n  - name: a\n    mac: 02:00:00:00:00:01\n     mode: bridge\n",
+		ErrSyntax, "t.yaml:6:6: syntax error: mapping values are not allowed in this context (check this line's indentation", nil},
+	{"syntax/nested key dedented", "lower:\n  interface: lo\nports:\n  - name: a\n    tap:\n      netns: /x\n     ifname: eth0\n  - name: b\n",
+		ErrSyntax, "t.yaml:7:6: syntax error: did not find expected key (check this line's indentation", nil},
+	{"syntax/lower key dedented", "lower:\n  interface: lo\n queues: 2\nports: []\n", ErrSyntax, "t.yaml:3:2: syntax error: did not find expected key", nil},
+	{"syntax/unclosed quote", "lower:\n  interface: \"lo\nports: []\n", ErrSyntax, "t.yaml:2:3: syntax error: ", nil},
+	{"syntax/no line from yaml", "a: b: c\n", ErrSyntax, "t.yaml:1:1: syntax error: mapping values are not allowed", nil},
 
 	// Unknown keys.
 	{"unknown/top level", "lower: {interface: eth0}\nlowr: {interface: eth0}\n", ErrUnknownKey, "t.yaml:2:1: lowr: unknown key (want lower, broadcast", nil},
@@ -175,7 +187,7 @@ ports:
 ports:
   - name: p0
     tap: {netns: netns/a}
-`, ErrInvalidValue, `t.yaml:4:11: ports[0].tap.netns: "netns/a" is not an absolute path`, nil},
+`, ErrInvalidValue, `t.yaml:4:11: ports[0].tap.netns: "netns/a" is neither an absolute path nor a name in /var/run/netns`, nil},
 	{"bad address", `lower: {interface: eth0}
 ports:
   - name: p0
@@ -503,10 +515,10 @@ func TestGeneratedMACs(t *testing.T) {
 	for i := range n {
 		// Port 0 claims an address; the generator must avoid it.
 		if i == 0 {
-			b.WriteString("  - {name: p0, mac: 02:00:00:00:00:01, afpacket: {interface: v0}}\n")
+			b.WriteString("  - {name: p0, mac: 02:00:00:00:00:01, socket: {type: stream, listen: /run/v0}}\n")
 			continue
 		}
-		b.WriteString(fmt.Sprintf("  - {name: p%d, afpacket: {interface: v%d}}\n", i, i))
+		b.WriteString(fmt.Sprintf("  - {name: p%d, socket: {type: stream, listen: /run/v%d}}\n", i, i))
 	}
 	c, err := Parse("t.yaml", []byte(b.String()))
 	if err != nil {
@@ -526,13 +538,13 @@ func TestGeneratedMACs(t *testing.T) {
 
 	// A source with one MAC only runs dry: an error, not a loop.
 	c2, err := parse("t.yaml", []byte("lower: {interface: eth0}\nports:\n"+
-		"  - {name: a, afpacket: {interface: v0}}\n  - {name: b, afpacket: {interface: v1}}\n"),
+		"  - {name: a, socket: {type: stream, listen: /run/v0}}\n  - {name: b, socket: {type: stream, listen: /run/v1}}\n"),
 		bytes.NewReader([]byte{0, 0, 0, 0, 0, 1}))
 	if err == nil {
 		t.Errorf("parse with an exhausted random source = %v, want an error", c2.Ports)
 	}
 	c3, err := parse("t.yaml", []byte("lower: {interface: eth0}\nports:\n"+
-		"  - {name: a, afpacket: {interface: v0}}\n  - {name: b, afpacket: {interface: v1}}\n"),
+		"  - {name: a, socket: {type: stream, listen: /run/v0}}\n  - {name: b, socket: {type: stream, listen: /run/v1}}\n"),
 		// A source that repeats itself: the generator retries.
 		bytes.NewReader([]byte{0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 2}))
 	if err != nil {
@@ -733,7 +745,7 @@ ports:
 func TestDiff(t *testing.T) {
 	const old = `lower: {interface: eth0}
 ports:
-  - {name: keep, afpacket: {interface: v0}}
+  - {name: keep, tap: {netns: /var/run/netns/v0}}
   - {name: change, mac: 02:00:00:00:00:02, afpacket: {interface: v1}}
   - {name: gone, afpacket: {interface: v2}}
 `
@@ -742,7 +754,7 @@ log: {level: debug}
 ports:
   - {name: new, afpacket: {interface: v3}}
   - {name: change, mac: 02:00:00:00:00:02, mode: bridge, afpacket: {interface: v1}}
-  - {name: keep, afpacket: {interface: v0}}
+  - {name: keep, tap: {netns: /var/run/netns/v0}}
 `
 	a, err := Parse("old.yaml", []byte(old))
 	if err != nil {
@@ -901,7 +913,7 @@ func TestParsePort(t *testing.T) {
 		{`{"name": "p1", "mac": "zz", "afpacket": {"interface": "v"}}`, `request:1:16: mac: bad MAC address "zz"`},
 		{`{"name": "p1", "nodst": true, "afpacket": {"interface": "v"}}`, `request:1:16: nodst: operation needs source mode`},
 		{`{"name": "p1"}`, `request:1:1: no port kind`},
-		{`{"name": "p1", "tap": {"netns": "rel"}}`, `request:1:24: tap.netns: "rel" is not an absolute path`},
+		{`{"name": "p1", "tap": {"netns": "rel/x"}}`, `request:1:24: tap.netns: "rel/x" is neither an absolute path nor a name in /var/run/netns`},
 		{`[1, 2]`, `request:1:1: want a mapping`},
 		{``, `request:1:1: empty port entry`},
 	} {
@@ -909,6 +921,50 @@ func TestParsePort(t *testing.T) {
 		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
 			t.Errorf("ParsePort(%s) = %v, want %q...", tc.in, err, tc.want)
 		}
+	}
+}
+
+// TestNetnsNames: a netns given as a bare name is the named namespace in
+// /var/run/netns, as ip -n NAME has it, in the file and in API entries;
+// the running config writes the path.
+func TestNetnsNames(t *testing.T) {
+	c, err := Parse("t.yaml", []byte(`lower: {interface: eth0}
+ports:
+  - {name: a, tap: {netns: web}}
+  - {name: b, afpacket: {interface: vm0, netns: vm1}}
+  - {name: c, tap: {netns: /proc/1/ns/net}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := []string{c.Ports[0].Tap.Netns, c.Ports[1].AFPacket.Netns, c.Ports[2].Tap.Netns}; !slices.Equal(got, []string{"/var/run/netns/web", "/var/run/netns/vm1", "/proc/1/ns/net"}) {
+		t.Errorf("netns = %q", got)
+	}
+	out, err := c.Marshal()
+	if err != nil || !strings.Contains(string(out), "netns: /var/run/netns/web") {
+		t.Errorf("Marshal = %v\n%s", err, out)
+	}
+	p, err := ParsePort("request", []byte(`{"name": "p", "tap": {"netns": "sb1"}}`))
+	if err != nil || p.Tap.Netns != "/var/run/netns/sb1" {
+		t.Errorf("ParsePort netns = %+v, %v", p.Tap, err)
+	}
+	for _, in := range []string{"", "/x", "a/b", ".", ".."} {
+		if got := NetnsPath(in); got != in {
+			t.Errorf("NetnsPath(%q) = %q, want it unchanged", in, got)
+		}
+	}
+}
+
+// TestAFPacketMACLeftToTheDaemon: an afpacket port without a mac gets no
+// random one: the daemon gives it the MAC its interface's far end sends
+// with (a random one would pass no unicast to the sandbox).
+func TestAFPacketMACLeftToTheDaemon(t *testing.T) {
+	c, err := Parse("t.yaml", []byte("lower: {interface: eth0}\nports:\n  - {name: a, afpacket: {interface: v0}}\n  - {name: b, afpacket: {interface: v1}}\n  - {name: c, tap: {netns: x}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Ports[0].MAC.IsZero() || !c.Ports[1].MAC.IsZero() || c.Ports[2].MAC.IsZero() {
+		t.Errorf("MACs = %v %v %v; want afpacket ports without, the tap port with a generated one", c.Ports[0].MAC, c.Ports[1].MAC, c.Ports[2].MAC)
 	}
 }
 

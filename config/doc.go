@@ -85,11 +85,12 @@
 //	    nopromisc: false      # passthru only: do not make the lower promiscuous
 //	    bcqueuelen: 1000      # int 0..100000; this port's broadcast queue length request
 //	    tap:                  # a tap device in a network namespace; or afpacket, not both
-//	      netns: /var/run/netns/vm1  # required, absolute; must exist (CheckHost)
+//	      netns: vm1          # required: a name in /var/run/netns, or an absolute path; must exist (CheckHost)
 //	      ifname: vm1         # name inside the netns, ≤ 15 bytes; default: the port name
 //	      addresses: []       # CIDR prefixes assigned to it, e.g. 10.0.0.2/24, fd00::2/64
 //	      offloads: true      # virtio-net header offloads (IFF_VNET_HDR)
-//	    afpacket:             # an existing interface, attached with AF_PACKET
+//	    afpacket:             # an existing interface, attached with AF_PACKET; without mac the
+//	                          #   port takes the MAC of the interface's veth peer (or its own)
 //	      interface: veth0    # required; not lower.interface; one port per interface
 //
 // Rules between keys follow the kernel's macvlan (BEHAVIOUR.md §1, §5):

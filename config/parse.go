@@ -44,7 +44,7 @@ func parse(name string, data []byte, random io.Reader) (*Config, error) {
 	src := newSource(name)
 	var doc yaml.Node
 	if err := unmarshalOne(data, &doc); err != nil {
-		return nil, syntaxError(src, err)
+		return nil, syntaxError(src, err, data)
 	}
 	c := Defaults()
 	c.src = src
@@ -121,8 +121,16 @@ var parserProblems = map[string]bool{
 }
 
 // syntaxError turns a yaml.v3 parse error ("yaml: line 3: did not find
-// expected key") into a located FieldError of class ErrSyntax.
-func syntaxError(src *source, err error) error {
+// expected key") into a FieldError of class ErrSyntax located at the
+// mistake: its line, and the column where the line's content starts (or
+// its tab, or the bracket left open).
+//
+// yaml.v3 locates a scanner error (a tab, a stray ':', an unclosed quote)
+// on its line, but a parser error at the start of the construct it was
+// parsing: an entry indented one space too few on line 7 of a port that
+// starts on line 4 is "line 4: did not find expected key". For those,
+// and for errors without a line, locateSyntax finds the line itself.
+func syntaxError(src *source, err error, data []byte) error {
 	msg := err.Error()
 	fe := &FieldError{File: src.file}
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
@@ -131,15 +139,135 @@ func syntaxError(src *source, err error) error {
 	} else {
 		msg = strings.TrimPrefix(msg, "yaml: ")
 	}
-	if parserProblems[msg] {
-		fe.Line++
+	switch {
+	case parserProblems[msg]:
+		// fe.Line is 0-based here, and names the construct's start
+		// (or, when that is the first line, where the parser stopped).
+		if line, ok := locateSyntax(data, fe.Line+1); ok {
+			fe.Line = line
+		} else if line, ok := locateSyntax(data, 1); ok {
+			fe.Line = line
+		} else {
+			fe.Line++
+		}
+	case fe.Line == 0:
+		fe.Line, _ = locateSyntax(data, 1)
 	}
-	fe.Err = classWrap(ErrSyntax, err, "syntax error: %s", msg)
+	hint := ""
+	fe.Column, hint = syntaxColumn(data, fe.Line, msg)
+	fe.Err = classWrap(ErrSyntax, err, "syntax error: %s%s", msg, hint)
 	return fe
 }
 
-// assignMACs gives every port that has no MAC and is not passthru a random
-// locally administered unicast address distinct from every other port's.
+// maxLocateLines bounds locateSyntax's work (a parse per line, each of
+// the file so far): beyond it errors keep yaml.v3's line.
+const maxLocateLines = 5000
+
+// locateSyntax returns the line of a syntax mistake at or after line
+// from: the first line L whose addition makes the document stop parsing
+// (the document cut after L fails, cut just before L it parses). In block
+// style every line boundary is a place a document may end, so this is
+// the line whose indentation or content is wrong. Only a multi-line flow
+// collection or quoted string between from and the mistake, where a cut
+// fails too, makes it name that construct's first line instead.
+func locateSyntax(data []byte, from int) (int, bool) {
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	if len(lines) > maxLocateLines || from < 1 || from > len(lines) {
+		return 0, false
+	}
+	prevOK := parsesAll(bytes.Join(lines[:from-1], nil))
+	for k := from; k <= len(lines); k++ {
+		ok := parsesAll(bytes.Join(lines[:k], nil))
+		if prevOK && !ok {
+			return k, true
+		}
+		prevOK = ok
+	}
+	return 0, false
+}
+
+// parsesAll reports whether data is well-formed YAML (any number of
+// documents).
+func parsesAll(data []byte) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var n yaml.Node
+		switch err := dec.Decode(&n); {
+		case err == io.EOF:
+			return true
+		case err != nil:
+			return false
+		}
+	}
+}
+
+// syntaxColumn returns the column to report on line (1-based) of data for
+// a syntax error with message msg, and a hint for the message: the
+// column of a tab in the indentation (YAML indents with spaces only), of
+// the last bracket left open when the parser wanted one closed, or where
+// the line's content starts.
+func syntaxColumn(data []byte, line int, msg string) (int, string) {
+	if line <= 0 {
+		return 0, ""
+	}
+	lines := bytes.Split(data, []byte("\n"))
+	if line > len(lines) {
+		return 0, ""
+	}
+	l := lines[line-1]
+	indent := len(l) - len(bytes.TrimLeft(l, " \t"))
+	if i := bytes.IndexByte(l[:indent], '\t'); i >= 0 {
+		return i + 1, " (YAML indents with spaces, not tabs)"
+	}
+	if strings.HasSuffix(msg, "',' or '}'") || strings.HasSuffix(msg, "',' or ']'") {
+		if col := openBracket(l); col > 0 {
+			return col, fmt.Sprintf(" (the %q here is never closed)", l[col-1])
+		}
+	}
+	hint := ""
+	switch msg {
+	case "did not find expected key", "did not find expected '-' indicator", "mapping values are not allowed in this context":
+		hint = " (check this line's indentation against the lines above)"
+	}
+	return indent + 1, hint
+}
+
+// openBracket returns the 1-based column of the last '[' or '{' on line
+// that the line does not close, outside quotes; 0 if there is none.
+func openBracket(line []byte) int {
+	var stack []int
+	var quote byte
+scan:
+	for i, c := range line {
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '"' || c == '\'':
+			quote = c
+		case c == '#' && (i == 0 || line[i-1] == ' ' || line[i-1] == '\t'):
+			break scan // a comment
+		case c == '[' || c == '{':
+			stack = append(stack, i+1)
+		case (c == ']' || c == '}') && len(stack) > 0:
+			stack = stack[:len(stack)-1]
+		}
+	}
+	if len(stack) == 0 {
+		return 0
+	}
+	return stack[len(stack)-1]
+}
+
+// assignMACs gives every port that has no MAC and is neither passthru nor
+// afpacket a random locally administered unicast address distinct from
+// every other port's.
 // It only touches ports whose file entry has no mac key, so a malformed mac
 // is reported rather than silently replaced.
 func (c *Config) assignMACs(random io.Reader) error {
@@ -149,7 +277,9 @@ func (c *Config) assignMACs(random io.Reader) error {
 	}
 	for i := range c.Ports {
 		p := &c.Ports[i]
-		if p.Mode == vswitch.ModePassthru || !p.MAC.IsZero() {
+		// An afpacket port without a mac takes the MAC its interface's
+		// far end sends with, which only the daemon can see.
+		if p.Mode == vswitch.ModePassthru || !p.MAC.IsZero() || p.AFPacket != nil {
 			continue
 		}
 		if _, ok := c.src.pos[fmt.Sprintf("ports[%d].mac", i)]; ok {
@@ -396,6 +526,16 @@ func (d *decoder) str(dst *string) func(*yaml.Node, string) {
 	return func(v *yaml.Node, path string) {
 		if s, ok := d.scalar(v, path, "a string"); ok {
 			*dst = s
+		}
+	}
+}
+
+// netns decodes a network namespace: a path, or the name of one in
+// NetnsDir (see NetnsPath).
+func (d *decoder) netns(dst *string) func(*yaml.Node, string) {
+	return func(v *yaml.Node, path string) {
+		if s, ok := d.scalar(v, path, "a netns name or path"); ok {
+			*dst = NetnsPath(s)
 		}
 	}
 }
@@ -748,7 +888,7 @@ func (d *decoder) port(n *yaml.Node, path string, p *Port) {
 		{"tap", func(v *yaml.Node, path string) {
 			t := defaultTap()
 			d.mapping(v, path, []field{
-				{"netns", d.str(&t.Netns)},
+				{"netns", d.netns(&t.Netns)},
 				{"ifname", d.str(&t.Ifname)},
 				{"addresses", func(v *yaml.Node, path string) {
 					d.sequence(v, path, func(e *yaml.Node, epath string) {
@@ -785,7 +925,7 @@ func (d *decoder) port(n *yaml.Node, path string, p *Port) {
 			var a AFPacketPort
 			d.mapping(v, path, []field{
 				{"interface", d.str(&a.Interface)},
-				{"netns", d.str(&a.Netns)},
+				{"netns", d.netns(&a.Netns)},
 			})
 			p.AFPacket = &a
 		}},
@@ -837,7 +977,7 @@ func parsePort(name string, data []byte, handoff bool) (Port, error) {
 	src := newSource(name)
 	var doc yaml.Node
 	if err := unmarshalOne(data, &doc); err != nil {
-		return Port{}, syntaxError(src, err)
+		return Port{}, syntaxError(src, err, data)
 	}
 	p := DefaultPort()
 	d := &decoder{src: src, reported: map[string]bool{}, budget: decodeBudgetFloor + decodeBudgetPerByte*len(data)}

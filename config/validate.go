@@ -250,9 +250,9 @@ func validatePort(k *checker, p *Port, base string) {
 	if t := p.Tap; t != nil {
 		switch {
 		case t.Netns == "":
-			k.fail(at("tap.netns"), ErrMissing, "required: path of a network namespace, e.g. /var/run/netns/NAME")
+			k.fail(at("tap.netns"), ErrMissing, "required: a network namespace: NAME (in /var/run/netns, as ip netns names it) or a path, e.g. /proc/PID/ns/net")
 		case !filepath.IsAbs(t.Netns) || strings.IndexByte(t.Netns, 0) >= 0:
-			k.fail(at("tap.netns"), ErrInvalidValue, "%q is not an absolute path", t.Netns)
+			k.fail(at("tap.netns"), ErrInvalidValue, "%q is neither an absolute path nor a name in %s", t.Netns, NetnsDir)
 		}
 		switch {
 		case t.Ifname == "":
@@ -298,7 +298,7 @@ func validatePort(k *checker, p *Port, base string) {
 			k.fail(at("afpacket.interface"), ErrInvalidValue, "%s", badIfname(a.Interface))
 		}
 		if a.Netns != "" && (!filepath.IsAbs(a.Netns) || strings.IndexByte(a.Netns, 0) >= 0) {
-			k.fail(at("afpacket.netns"), ErrInvalidValue, "%q is not an absolute path", a.Netns)
+			k.fail(at("afpacket.netns"), ErrInvalidValue, "%q is neither an absolute path nor a name in %s", a.Netns, NetnsDir)
 		}
 	}
 	if so := p.Socket; so != nil {

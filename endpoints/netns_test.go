@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/macvsw/macvsw/tests/testenv"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -22,14 +23,10 @@ import (
 
 func requireNetns(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces and tap devices")
-	}
+	testenv.NeedRoot(t, "creates network namespaces and tap devices")
+	testenv.NeedTools(t, "ip", "unshare")
 	if err := exec.Command("unshare", "-n", "true").Run(); err != nil {
-		t.Skipf("cannot create a network namespace: %v", err)
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs iproute2's ip")
+		testenv.Skip(t, "cannot create a network namespace: %v", err)
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/macvsw/macvsw/tests/testenv"
 )
 
 // TestImports enforces the architecture: the core touches no OS facility and
@@ -12,7 +14,7 @@ import (
 func TestImports(t *testing.T) {
 	out, err := exec.Command("go", "list", "-json", ".").Output()
 	if err != nil {
-		t.Skipf("go list unavailable: %v", err)
+		testenv.Skip(t, "go list unavailable: %v", err)
 	}
 	var pkg struct{ Imports []string }
 	if err := json.Unmarshal(out, &pkg); err != nil {
@@ -35,7 +37,7 @@ func TestImports(t *testing.T) {
 func TestCountersLeaf(t *testing.T) {
 	out, err := exec.Command("go", "list", "-f", "{{range .Imports}}{{.}} {{end}}", "./counters").Output()
 	if err != nil {
-		t.Skipf("go list unavailable: %v", err)
+		testenv.Skip(t, "go list unavailable: %v", err)
 	}
 	for _, imp := range strings.Fields(string(out)) {
 		if strings.Contains(imp, ".") {

@@ -1,10 +1,12 @@
 package tests
 
 import (
+	"github.com/macvsw/macvsw/tests/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -14,7 +16,7 @@ import (
 func TestGofmt(t *testing.T) {
 	out, err := exec.Command("gofmt", "-l", "..").CombinedOutput()
 	if err != nil {
-		t.Skipf("gofmt unavailable: %v: %s", err, out)
+		testenv.Skip(t, "gofmt (from the Go distribution) unavailable: %v: %s", err, out)
 	}
 	if files := strings.TrimSpace(string(out)); files != "" {
 		t.Errorf("gofmt would change:\n%s", files)
@@ -44,7 +46,7 @@ func TestBehaviourRefs(t *testing.T) {
 	}
 	out, err := exec.Command("git", "-C", "..", "ls-files", "*.go", "*.md").Output()
 	if err != nil {
-		t.Skipf("git ls-files: %v", err)
+		testenv.Skip(t, "git ls-files (apt-get install git): %v", err)
 	}
 	refs := 0
 	for _, f := range strings.Fields(string(out)) {
@@ -104,5 +106,102 @@ func TestReadmeEmbedding(t *testing.T) {
 	}
 	if snippet != body.String() {
 		t.Errorf("README's embedding snippet differs from bridge.Example's body:\n%s\n---\n%s", snippet, body.String())
+	}
+}
+
+// runScriptPackages reads the package:command pairs of tests/run.sh.
+func runScriptPackages(t *testing.T) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile("run.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?s)\npackages=\((.*?)\n\)`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal("tests/run.sh has no packages=(...) list")
+	}
+	pkgs := map[string]string{}
+	for _, f := range strings.Fields(string(m[1])) {
+		pkg, cmd, ok := strings.Cut(f, ":")
+		if !ok {
+			t.Fatalf("tests/run.sh: %q is not PACKAGE:COMMAND", f)
+		}
+		pkgs[pkg] = cmd
+	}
+	return pkgs
+}
+
+// TestRunScriptPackages: the test command installs exactly the packages
+// the tests name when a tool is missing (internal/testenv.Packages), and
+// each package's probe command is one that package provides.
+func TestRunScriptPackages(t *testing.T) {
+	script := runScriptPackages(t)
+	var got []string
+	for p, cmd := range script {
+		got = append(got, p)
+		if testenv.Packages[cmd] != p {
+			t.Errorf("tests/run.sh probes package %s with %q, which internal/testenv says comes from %q", p, cmd, testenv.Packages[cmd])
+		}
+	}
+	slices.Sort(got)
+	if want := testenv.PackageList(); !slices.Equal(got, want) {
+		t.Errorf("tests/run.sh installs %v; the tests name %v", got, want)
+	}
+}
+
+// TestRunScriptMissing runs `tests/run.sh --missing` with a PATH holding
+// only bash, where every package is missing, and with one where a fake of
+// each probe command is installed, where none is: the script decides what
+// to install by itself, on a machine that has nothing yet.
+func TestRunScriptMissing(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		testenv.Skip(t, "bash: %v", err)
+	}
+	script := runScriptPackages(t)
+	empty := t.TempDir()
+	run := func(path string) []string {
+		t.Helper()
+		cmd := exec.Command(bash, "run.sh", "--missing")
+		cmd.Env = []string{"PATH=" + path}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("run.sh --missing: %v\n%s", err, out)
+		}
+		return strings.Fields(string(out))
+	}
+	got := run(empty)
+	slices.Sort(got)
+	want := testenv.PackageList()
+	if !slices.Equal(got, want) {
+		t.Errorf("with nothing installed, run.sh --missing = %v, want %v", got, want)
+	}
+	full := t.TempDir()
+	for _, cmd := range script {
+		if err := os.WriteFile(filepath.Join(full, cmd), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := run(full); len(got) != 0 {
+		t.Errorf("with every probe command installed, run.sh --missing = %v, want nothing", got)
+	}
+}
+
+// TestTestCommand: README's test command is tests/run.sh, and CI runs
+// that same script.
+func TestTestCommand(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile("(?m)^tests/run\\.sh +# the tests").Match(readme) {
+		t.Error("README's test command is not tests/run.sh")
+	}
+	ci, err := os.ReadFile("../.ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^exec tests/run\.sh$`).Match(ci) {
+		t.Errorf(".ci/run does not run tests/run.sh:\n%s", ci)
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/macvsw/macvsw/tests/cnilab"
 	"github.com/macvsw/macvsw/tests/netlab"
+	"github.com/macvsw/macvsw/tests/testenv"
 )
 
 // macvswBin is the daemon binary built once for the netns tests.
@@ -36,10 +37,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// requireNetns skips, at run time, when the test cannot build labs.
-func requireNetns(t *testing.T) {
+// requireNetns skips, at run time, when the test cannot build labs (and
+// fails under MACVSW_TEST_REQUIRE=1), and likewise for each tool the test
+// runs besides the lab's own (ip, bridge, sysctl, ping).
+func requireNetns(t *testing.T, tools ...string) {
 	t.Helper()
 	if err := netlab.Available(); err != nil {
-		t.Skip(err)
+		testenv.Skip(t, "%v", err)
 	}
+	testenv.NeedTools(t, tools...)
 }

@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -69,12 +70,84 @@ func (l *lab) udpBackground(secs int) func() netlab.IperfResult {
 	return func() netlab.IperfResult { return <-done }
 }
 
+// pcapFrame is one frame of a capture.
+type pcapFrame []byte
+
+func (f pcapFrame) src() string { return net.HardwareAddr(f[6:12]).String() }
+
+// icmpType returns the ICMP type of an IPv4 ICMP frame, "" for others.
+func (f pcapFrame) icmpType() string {
+	if len(f) < 14+20+1 || binary.BigEndian.Uint16(f[12:]) != 0x0800 || f[14+9] != 1 {
+		return ""
+	}
+	ihl := int(f[14]&0xf) * 4
+	if len(f) <= 14+ihl {
+		return ""
+	}
+	return fmt.Sprint(f[14+ihl])
+}
+
+// readPcap reads a classic little-endian pcap file of Ethernet frames
+// (pcap-savefile(5); what macvsw capture writes), as tshark -r would.
+func readPcap(path string) ([]pcapFrame, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) < 24 || binary.LittleEndian.Uint32(b) != 0xa1b2c3d4 || binary.LittleEndian.Uint32(b[20:]) != 1 {
+		return nil, fmt.Errorf("%s: not a little-endian Ethernet pcap file (% x)", path, b[:min(len(b), 24)])
+	}
+	var frames []pcapFrame
+	for b = b[24:]; len(b) > 0; {
+		if len(b) < 16 {
+			return nil, fmt.Errorf("%s: truncated record header", path)
+		}
+		n := int(binary.LittleEndian.Uint32(b[8:]))
+		if len(b) < 16+n || n < 14 {
+			return nil, fmt.Errorf("%s: record of %d bytes, %d left", path, n, len(b)-16)
+		}
+		frames = append(frames, pcapFrame(b[16:16+n]))
+		b = b[16+n:]
+	}
+	return frames, nil
+}
+
+// flowing waits until frames move through ports (their packet counters
+// grow by at least 100 frames), at most 20 s: a background flow has
+// really started, however long a loaded machine took to start it.
+func (l *lab) flowing(ports ...string) {
+	l.t.Helper()
+	count := func() uint64 {
+		out, errs, code := l.cli("stats", "--json")
+		var st counters.Snapshot
+		if code != 0 || json.Unmarshal([]byte(out), &st) != nil {
+			l.t.Fatalf("stats --json: exit %d %s%s", code, out, errs)
+		}
+		var n uint64
+		for _, p := range ports {
+			if ps := st.Port(p); ps != nil {
+				n += ps.Switch.RxPackets + ps.Switch.TxPackets
+			}
+		}
+		return n
+	}
+	base := count()
+	if !waitFor(20*time.Second, func() bool { return count() >= base+100 }) {
+		l.t.Fatalf("no traffic through %v after 20 s", ports)
+	}
+}
+
+// reaches pings from ns until addr answers, at most 10 s.
+func (l *lab) reaches(ns, addr string) bool {
+	return waitFor(10*time.Second, func() bool { return l.Lab.Ping(ns, addr, time.Second) })
+}
+
 // TestNetnsDaemonCLI drives a running daemon through its CLI: ports added
 // and removed while UDP flows between two other ports with no loss, bad
-// requests refused with a JSON error and no change, a capture that tshark
-// reads, and SIGHUP reload.
+// requests refused with a JSON error and no change, a capture read back
+// in Go, and SIGHUP reload.
 func TestNetnsDaemonCLI(t *testing.T) {
-	requireNetns(t)
+	requireNetns(t, "iperf3", "curl", "setpriv")
 	m := macvswLab(t, false, []sandboxSpec{{Mode: "bridge"}, {Mode: "bridge"}})
 	lab := m.Lab
 
@@ -89,16 +162,16 @@ func TestNetnsDaemonCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait := m.udpBackground(4)
-	time.Sleep(500 * time.Millisecond)
+	m.flowing("p0", "p1")
 	out, errs, code := m.cli("port", "add", "p2", "--mode", "bridge", "--mac", netlab.SandboxMAC(2),
 		"--tap-netns", netlab.Path(sb2), "--ifname", "eth0", "--address", netlab.SandboxIP4(2)+"/24")
 	if code != 0 {
 		t.Fatalf("port add: exit %d: %s%s", code, out, errs)
 	}
-	if err := m.Topo.WaitLink(sb2, "eth0", 5*time.Second); err != nil {
+	if err := m.Topo.WaitLink(sb2, "eth0", 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if !lab.Ping(sb2, netlab.SandboxIP4(0), 2*time.Second) {
+	if !m.reaches(sb2, netlab.SandboxIP4(0)) {
 		t.Error("the added port cannot reach p0")
 	}
 	if _, errs, code := m.cli("port", "del", "p2"); code != 0 {
@@ -154,13 +227,7 @@ func TestNetnsDaemonCLI(t *testing.T) {
 		return !strings.Contains(out, "NO-CARRIER")
 	}
 	waitCarrier := func(ns string, want bool) bool {
-		for i := 0; i < 50; i++ {
-			if carrier(ns) == want {
-				return true
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		return false
+		return waitFor(10*time.Second, func() bool { return carrier(ns) == want })
 	}
 	if _, errs, code := m.cli("port", "set", "p1", "--down"); code != 0 {
 		t.Fatalf("port set --down: %d %s", code, errs)
@@ -180,7 +247,7 @@ func TestNetnsDaemonCLI(t *testing.T) {
 	if !waitCarrier(m.Sandboxes[0], true) || !waitCarrier(m.Sandboxes[1], true) {
 		t.Error("lower up: taps have no carrier")
 	}
-	if !lab.Ping(m.Sandboxes[0], netlab.SandboxIP4(1), 2*time.Second) {
+	if !m.reaches(m.Sandboxes[0], netlab.SandboxIP4(1)) {
 		t.Error("no traffic after the carrier came back")
 	}
 
@@ -190,7 +257,7 @@ func TestNetnsDaemonCLI(t *testing.T) {
 		t.Errorf("uid 65534 on the control socket: %v %s", err, out)
 	}
 
-	// Capture: the frames of a ping, read back by tshark. Other frames
+	// Capture: the frames of a ping, read back as pcap. Other frames
 	// (the LAN bridge's IPv6 multicast, ARP) may be captured too, so ping
 	// until the capture has its count, and look for the ICMP ones.
 	pcap := filepath.Join(t.TempDir(), "p0.pcap")
@@ -214,13 +281,19 @@ capture:
 		default:
 		}
 	}
-	tsh, err := exec.Command("tshark", "-r", pcap, "-T", "fields", "-e", "eth.src", "-e", "icmp.type").Output()
+	frames, err := readPcap(pcap)
 	if err != nil {
-		t.Fatalf("tshark -r: %v\n%s", err, tsh)
+		t.Fatalf("reading the capture: %v", err)
 	}
-	lines := strings.Split(strings.TrimSpace(string(tsh)), "\n")
-	if len(lines) != 8 || !strings.Contains(string(tsh), netlab.SandboxMAC(0)+"\t8") || !strings.Contains(string(tsh), netlab.SandboxMAC(1)+"\t0") {
-		t.Errorf("tshark read of the capture:\n%s", tsh)
+	// Source MAC and ICMP type of each frame, as `tshark -T fields -e
+	// eth.src -e icmp.type` prints them.
+	var fields []string
+	for _, f := range frames {
+		fields = append(fields, f.src()+"\t"+f.icmpType())
+	}
+	sum := strings.Join(fields, "\n")
+	if len(frames) != 8 || !strings.Contains(sum, netlab.SandboxMAC(0)+"\t8") || !strings.Contains(sum, netlab.SandboxMAC(1)+"\t0") {
+		t.Errorf("the capture's frames (source, ICMP type):\n%s", sum)
 	}
 
 	// Stats: the text table shows non-zero drop reasons only (all with
@@ -259,16 +332,25 @@ capture:
 		}
 		return v
 	}
+	// A frame can be between the sandbox's count and the switch's (and
+	// the sandboxes send IPv6 chatter of their own at any time): compare
+	// until both sides agree, or for 10 s.
 	lab.Exec(m.Sandboxes[0], "ping", "-c", "5", "-i", "0.1", netlab.SandboxIP4(1))
-	time.Sleep(200 * time.Millisecond)
-	mv := scrape()
-	sent, _ := lab.LinkStat(m.Sandboxes[0], "eth0", "tx_packets")
-	got, _ := lab.LinkStat(m.Sandboxes[1], "eth0", "rx_packets")
-	if tx := mv[`macvsw_port_packets_total{direction="tx",port="p0"}`]; uint64(tx) != sent {
-		t.Errorf("metrics: p0 tx %v, sandbox 0 sent %d", tx, sent)
-	}
-	if rx := mv[`macvsw_port_packets_total{direction="rx",port="p1"}`]; uint64(rx) != got {
-		t.Errorf("metrics: p1 rx %v, sandbox 1 received %d", rx, got)
+	var mv map[string]float64
+	var sent, got uint64
+	agree := waitFor(10*time.Second, func() bool {
+		s0, _ := lab.LinkStat(m.Sandboxes[0], "eth0", "tx_packets")
+		g0, _ := lab.LinkStat(m.Sandboxes[1], "eth0", "rx_packets")
+		mv = scrape()
+		sent, _ = lab.LinkStat(m.Sandboxes[0], "eth0", "tx_packets")
+		got, _ = lab.LinkStat(m.Sandboxes[1], "eth0", "rx_packets")
+		return s0 == sent && g0 == got && sent > 0 &&
+			uint64(mv[`macvsw_port_packets_total{direction="tx",port="p0"}`]) == sent &&
+			uint64(mv[`macvsw_port_packets_total{direction="rx",port="p1"}`]) == got
+	})
+	if !agree {
+		t.Errorf("metrics: p0 tx %v, sandbox 0 sent %d; p1 rx %v, sandbox 1 received %d",
+			mv[`macvsw_port_packets_total{direction="tx",port="p0"}`], sent, mv[`macvsw_port_packets_total{direction="rx",port="p1"}`], got)
 	}
 	if _, ok := mv[`macvsw_port_drops_total{direction="rx",port="p0",reason="queue_full"}`]; !ok {
 		t.Error("metrics lack the per-reason drop counters")
@@ -285,9 +367,9 @@ capture:
 		t.Fatal(err)
 	}
 	wait = m.udpBackground(3)
-	time.Sleep(500 * time.Millisecond)
+	m.flowing("p0", "p1")
 	m.Daemon.Process.Signal(syscall.SIGHUP)
-	if err := m.Topo.WaitLink(sb3, "eth0", 5*time.Second); err != nil {
+	if err := m.Topo.WaitLink(sb3, "eth0", 20*time.Second); err != nil {
 		t.Fatalf("%v\n%s", err, m.Log.String())
 	}
 	if r := wait(); r.Lost != 0 || r.Packets == 0 {
@@ -303,9 +385,7 @@ capture:
 		t.Fatal(err)
 	}
 	m.Daemon.Process.Signal(syscall.SIGHUP)
-	for i := 0; i < 50 && !strings.Contains(m.Log.String(), "needs a restart"); i++ {
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitFor(10*time.Second, func() bool { return strings.Contains(m.Log.String(), "needs a restart") })
 	if !strings.Contains(m.Log.String(), "metrics changed, which needs a restart") {
 		t.Errorf("reload of a metrics change was not refused:\n%s", m.Log.String())
 	}

@@ -94,7 +94,7 @@ func linkInfo(t *testing.T, l *netlab.Lab, ns, ifname string) (idx int, mac stri
 // and traffic to the wire resumes once it is back (the sockets are opened
 // again), within a second.
 func TestNetnsLowerFlap(t *testing.T) {
-	requireNetns(t)
+	requireNetns(t, "iperf3")
 	m := macvswLab(t, false, []sandboxSpec{{Mode: "bridge"}, {Mode: "bridge"}})
 	lab, sw := m.Lab, m.Topo.SW
 	if n := pingCount(t, lab, m.Sandboxes[0], netlab.HostIP4, 3, "0.2"); n != 3 {

@@ -27,45 +27,57 @@ for i in range(n):
     s.close()
 `
 
+// udpReceiver counts the distinct flows (source ports) that delivered
+// the tag, printing the count each time it grows, and exits once it has
+// n. It never times out by itself: the test decides how long to wait,
+// from when the sender is done, so a slow start on a loaded machine
+// cannot pass for lost frames.
 const udpReceiver = `
 import socket, sys
 n, tag = int(sys.argv[1]), sys.argv[2].encode()
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("", 5555))
-s.settimeout(3)
 seen = set()
 print("ready", flush=True)
-try:
-    while len(seen) < n:
-        d, a = s.recvfrom(100)
-        if d == tag:
-            seen.add(a[1])
-except socket.timeout:
-    pass
-print(len(seen), flush=True)
+while len(seen) < n:
+    d, a = s.recvfrom(100)
+    if d == tag and a[1] not in seen:
+        seen.add(a[1])
+        print(len(seen), flush=True)
 `
 
+// flowsSettle bounds the wait, after the sender is done, for datagrams
+// still in flight through the switch; it passes only when frames are lost.
+const flowsSettle = 10 * time.Second
+
 // flows sends n UDP datagrams from n source ports in ns from to dst in ns
-// to, and returns how many distinct flows arrived.
-func flows(t *testing.T, lab *netlab.Lab, from, to, dst string, n int, tag string) int {
+// to, and returns how many distinct flows arrived: all of them as soon as
+// they are in, or what arrived within settle after the sender finished.
+func flows(t *testing.T, lab *netlab.Lab, from, to, dst string, n int, tag string, settle time.Duration) int {
 	t.Helper()
 	var out syncBuffer
 	rcv, err := lab.Start(to, &out, &out, "python3", "-c", udpReceiver, fmt.Sprint(n), tag)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; !strings.Contains(out.String(), "ready"); i++ {
-		if i > 100 {
-			t.Fatalf("receiver not ready: %s", out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	done := make(chan struct{})
+	go func() { rcv.Wait(); close(done) }()
+	if !waitFor(30*time.Second, func() bool { return strings.HasPrefix(out.String(), "ready\n") }) {
+		t.Fatalf("receiver not ready after 30 s: %q", out.String())
 	}
 	if _, err := lab.Exec(from, "python3", "-c", udpSender, dst, fmt.Sprint(n), tag); err != nil {
 		t.Fatal(err)
 	}
-	rcv.Wait()
-	var got int
-	fmt.Sscanf(strings.TrimPrefix(out.String(), "ready\n"), "%d", &got)
+	select {
+	case <-done:
+	case <-time.After(settle):
+		rcv.Process.Kill()
+		<-done
+	}
+	got := 0
+	for _, l := range strings.Fields(strings.TrimPrefix(out.String(), "ready\n")) {
+		fmt.Sscanf(l, "%d", &got)
+	}
 	return got
 }
 
@@ -76,7 +88,7 @@ func flows(t *testing.T, lab *netlab.Lab, from, to, dst string, n int, tag strin
 //
 //	[ns A] eth0 (4 queues) ── macvsw (bridge) ── eth0 [ns B]
 func TestNetnsQueueFDLoss(t *testing.T) {
-	requireNetns(t)
+	requireNetns(t, "python3")
 	lab := netlab.New("mvs")
 	t.Cleanup(func() { lab.Close() })
 	nsA, err := lab.AddNS("qa")
@@ -148,7 +160,7 @@ func TestNetnsQueueFDLoss(t *testing.T) {
 
 	const n = 40
 	ipA, ipB := netlab.SandboxIP4(0), netlab.SandboxIP4(1)
-	if got := flows(t, lab, nsB, nsA, ipA, n, "before"); got != n {
+	if got := flows(t, lab, nsB, nsA, ipA, n, "before", flowsSettle); got != n {
 		t.Fatalf("before: %d of %d flows B->A", got, n)
 	}
 	perQueue := func() []uint64 {
@@ -183,15 +195,15 @@ func TestNetnsQueueFDLoss(t *testing.T) {
 		if i == 50 {
 			t.Fatal("queue 1's failure was never reported")
 		}
-		flows(t, lab, nsA, nsB, ipB, 8, fmt.Sprintf("nudge%d", i))
+		flows(t, lab, nsA, nsB, ipB, 8, fmt.Sprintf("nudge%d", i), time.Second)
 	}
 	// Frames queued for queue 1 until its failure was reported are its;
 	// from then on it must get none.
 	before = perQueue()
-	if got := flows(t, lab, nsB, nsA, ipA, n, "after"); got != n {
+	if got := flows(t, lab, nsB, nsA, ipA, n, "after", flowsSettle); got != n {
 		t.Errorf("after losing queue 1: %d of %d flows B->A", got, n)
 	}
-	if got := flows(t, lab, nsA, nsB, ipB, n, "back"); got != n {
+	if got := flows(t, lab, nsA, nsB, ipB, n, "back", flowsSettle); got != n {
 		t.Errorf("after losing queue 1: %d of %d flows A->B", got, n)
 	}
 	after := perQueue()
@@ -211,7 +223,7 @@ func TestNetnsQueueFDLoss(t *testing.T) {
 	if up, _ := events.Load(q); up != true {
 		t.Errorf("queue %d not reported up after AttachFD", q)
 	}
-	if got := flows(t, lab, nsB, nsA, ipA, n, "again"); got != n {
+	if got := flows(t, lab, nsB, nsA, ipA, n, "again", flowsSettle); got != n {
 		t.Errorf("after AttachFD: %d of %d flows B->A", got, n)
 	}
 	if s := tapA.Stats(); s.Queues[q].State != endpoints.QueueUp.String() {

@@ -268,9 +268,9 @@ func icmp6Checksum(src, dst, msg []byte) (byte, byte) {
 	return byte(c >> 8), byte(c)
 }
 
-// readPcap parses a classic pcap file: its snap length and, per record,
+// readPcapSnap parses a classic pcap file: its snap length and, per record,
 // the captured and the original length and the data.
-func readPcap(b []byte) (snap int, recs [][]byte, origs []int, err error) {
+func readPcapSnap(b []byte) (snap int, recs [][]byte, origs []int, err error) {
 	if len(b) < 24 || binary.LittleEndian.Uint32(b) != 0xa1b2c3d4 {
 		return 0, nil, nil, fmt.Errorf("not a little-endian pcap file (%d bytes)", len(b))
 	}
@@ -340,7 +340,7 @@ func TestNetnsCaptures(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		snap, recs, origs, err := readPcap(b)
+		snap, recs, origs, err := readPcapSnap(b)
 		if err != nil || snap != c.snap || len(recs) != 6 {
 			t.Fatalf("%s: snap %d, %d records, %v", c.file, snap, len(recs), err)
 		}

@@ -31,7 +31,7 @@ func avgRxFrame(t *testing.T, lab *netlab.Lab, ns string, bytes0, pkts0 uint64) 
 // with offloads on, TSO super-frames cross the switch unsegmented: the
 // receiving tap's average frame is far above the MTU.
 func TestNetnsIperf(t *testing.T) {
-	requireNetns(t)
+	requireNetns(t, "iperf3")
 	if testing.Short() {
 		t.Skip("moves traffic for several seconds")
 	}
@@ -77,7 +77,7 @@ func TestNetnsIperf(t *testing.T) {
 // tap port whose offloads are off: the switch must segment and checksum in
 // software. The receiving kernel validates every checksum.
 func TestNetnsOffloadsOff(t *testing.T) {
-	requireNetns(t)
+	requireNetns(t, "iperf3")
 	m := macvswLab(t, false, []sandboxSpec{{Mode: "bridge"}, {Mode: "bridge", NoOffloads: true}})
 	lab := m.Lab
 	csumErrs := func() string {

@@ -37,7 +37,7 @@ import (
 // Guest F's QEMU gets its netdev as an FD from POST /v1/ports?fd=stream
 // (addr.type=fd): no socket path, no tap.
 func TestNetnsQEMUGuests(t *testing.T) {
-	requireNetns(t)
+	requireNetns(t, "python3")
 	vmlab.Require(t)
 	if testing.Short() {
 		t.Skip("boots six QEMU guests")
@@ -234,7 +234,7 @@ func TestNetnsSocketPortAbuse(t *testing.T) {
 // and runs a gVisor netstack on it with gVisor's fdbased endpoint
 // (cmd/macvsw-fdbased), talking TCP to a tap sandbox through the switch.
 func TestNetnsHandoffFdbased(t *testing.T) {
-	requireNetns(t)
+	requireNetns(t, "python3", "ss", "setpriv")
 	m := macvswLab(t, false, []sandboxSpec{{Mode: "bridge"}})
 	// Let group nogroup (65534) use the control socket, for ports gv*.
 	m.stop()

@@ -22,13 +22,13 @@ func (d *daemon) view(p *bridge.Port) api.Port {
 	rp := d.ports[p.Name()]
 	d.mu.Unlock()
 	var dev stateDevice
-	origin := ""
+	origin, macFrom := "", ""
 	if rp != nil {
-		dev, origin = rp.dev, rp.origin
+		dev, origin, macFrom = rp.dev, rp.origin, rp.macFrom
 	}
 	v := api.Port{
 		Name: c.Name, Kind: dev.Kind, Interface: dev.Ifname, Origin: origin, Owner: rp.ownerOf(),
-		Mode: c.Mode.String(), MAC: c.MAC.String(), MTU: c.MTU,
+		Mode: c.Mode.String(), MAC: c.MAC.String(), MACFrom: macFrom, MTU: c.MTU,
 		Up: !c.Down, Link: p.Core().LinkUp(), Carrier: p.Core().Running(), Queues: c.Queues,
 		AllMulticast: *c.AllMulti, NoDst: c.NoDst,
 	}

@@ -58,6 +58,9 @@ type runPort struct {
 	owner  *portOwner
 	dev    stateDevice
 	ep     stack.LinkEndpoint
+	// macFrom says where the port's MAC came from when its entry gave
+	// none and the daemon chose it (an afpacket port's sender).
+	macFrom string
 }
 
 // startDaemon builds the switch described by cfg: locks its state
@@ -313,6 +316,19 @@ func (d *daemon) addPort(pc config.Port, origin string, owner *portOwner, rec *s
 	if d.sw.Port(pc.Name) != nil {
 		return fmt.Errorf("port %q: %w", pc.Name, errPortExists)
 	}
+	// An AF_PACKET port delivers unicast by the MAC of what sends on its
+	// interface: without one it takes the sender's, never a random one
+	// that would pass no unicast at all.
+	macFrom := ""
+	if a := pc.AFPacket; a != nil && pc.MAC.IsZero() && pc.Mode != vswitch.ModePassthru {
+		mac, how, err := endpoints.SenderMAC(a.Netns, a.Interface)
+		if err != nil {
+			return fmt.Errorf("port %q: afpacket: %w", pc.Name, err)
+		}
+		copy(pc.MAC[:], mac)
+		macFrom = how
+		d.log.Info("afpacket port without a mac takes "+how, "port", pc.Name, "mac", pc.MAC.String())
+	}
 	ep, dev, err := d.openDevice(pc, rec)
 	if err != nil {
 		return fmt.Errorf("port %q: %w", pc.Name, err)
@@ -321,6 +337,9 @@ func (d *daemon) addPort(pc config.Port, origin string, owner *portOwner, rec *s
 		closeDevice(ep, dev, rec == nil)
 		return err
 	}
+	d.mu.Lock()
+	d.ports[pc.Name].macFrom = macFrom
+	d.mu.Unlock()
 	return nil
 }
 

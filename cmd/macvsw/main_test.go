@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/macvsw/macvsw/tests/netlab"
+	"github.com/macvsw/macvsw/tests/testenv"
 )
 
 func TestDemoInMem(t *testing.T) {
@@ -29,7 +30,7 @@ func TestDemoInMem(t *testing.T) {
 // that it matches kernel macvlan and leaves no namespace or process behind.
 func TestDemoNetns(t *testing.T) {
 	if err := netlab.Available(); err != nil {
-		t.Skip(err)
+		testenv.Skip(t, "%v", err)
 	}
 	bin := filepath.Join(t.TempDir(), "macvsw")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {

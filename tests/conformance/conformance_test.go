@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/macvsw/macvsw/tests/netlab"
+	"github.com/macvsw/macvsw/tests/testenv"
 )
 
 var macvswBin string
@@ -257,7 +258,7 @@ var notCompared = []string{
 // kernel result, macvsw result, verdict.
 func TestConformance(t *testing.T) {
 	if err := netlab.Available(); err != nil {
-		t.Skip(err)
+		testenv.Skip(t, "%v", err)
 	}
 	sum := newSummary("case", "send", "kernel", "macvsw", "verdict")
 	t.Cleanup(func() {

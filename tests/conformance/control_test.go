@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/macvsw/macvsw/tests/netlab"
+	"github.com/macvsw/macvsw/tests/testenv"
 )
 
 // controlLab is one implementation's lab for a control-plane rule: the
@@ -215,7 +216,7 @@ var controlRules = []controlRule{
 // agree.
 func TestControlRules(t *testing.T) {
 	if err := netlab.Available(); err != nil {
-		t.Skip(err)
+		testenv.Skip(t, "%v", err)
 	}
 	sum := newSummary("rule (case 57)", "kernel", "macvsw", "verdict")
 	t.Cleanup(func() {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/macvsw/macvsw/switch/counters"
 	"github.com/macvsw/macvsw/tests/netlab"
+	"github.com/macvsw/macvsw/tests/testenv"
 )
 
 // counts are the counter deltas case 43 compares.
@@ -27,7 +28,7 @@ var counterSends = []struct{ name, from, src string }{
 // kernel's +14 on a bridge sibling's flood).
 func TestCounters(t *testing.T) {
 	if err := netlab.Available(); err != nil {
-		t.Skip(err)
+		testenv.Skip(t, "%v", err)
 	}
 	sum := newSummary("send (case 43)", "kernel", "macvsw", "verdict")
 	t.Cleanup(func() {

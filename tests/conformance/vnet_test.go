@@ -10,6 +10,7 @@ import (
 
 	"github.com/macvsw/macvsw/endpoints"
 	"github.com/macvsw/macvsw/tests/netlab"
+	"github.com/macvsw/macvsw/tests/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -121,7 +122,7 @@ const vnetHdrSize = 12
 // vnet_errors and runt drops).
 func TestVnetWriteValidation(t *testing.T) {
 	if err := netlab.Available(); err != nil {
-		t.Skip(err)
+		testenv.Skip(t, "%v", err)
 	}
 	sum := newSummary("write", "macvtap", "macvsw", "verdict (frame passed on)")
 	t.Cleanup(func() {
@@ -184,7 +185,7 @@ func macvtapWrite(t *testing.T, b []byte) (ok bool, werr, err error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if err != nil {
-		t.Skipf("open %s: %v", dev, err)
+		testenv.Skip(t, "open %s (the macvtap character device): %v", dev, err)
 	}
 	defer unix.Close(fd)
 	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, vnetHdrSize); err != nil {

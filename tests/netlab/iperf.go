@@ -3,6 +3,7 @@ package netlab
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -24,15 +25,13 @@ func (l *Lab) Iperf(serverNS, clientNS, dst string, secs int, extra ...string) (
 		return IperfResult{}, err
 	}
 	defer Stop(srv, 5*time.Second)
-	var out string
-	// The server needs a moment to listen; retry the connect briefly.
-	for i := 0; ; i++ {
-		time.Sleep(200 * time.Millisecond)
-		args := append([]string{"iperf3", "-J", "-c", dst, "-t", fmt.Sprint(secs)}, extra...)
-		if out, err = l.Exec(clientNS, args...); err == nil || i == 4 {
-			break
-		}
+	// Connect once the server listens (a loaded machine can take seconds
+	// to start it), not after a fixed pause.
+	if err := l.WaitListening(serverNS, iperfPort, 20*time.Second); err != nil {
+		return IperfResult{}, fmt.Errorf("iperf3 server: %w", err)
 	}
+	args := append([]string{"iperf3", "-J", "-c", dst, "-t", fmt.Sprint(secs)}, extra...)
+	out, err := l.Exec(clientNS, args...)
 	if err != nil {
 		return IperfResult{}, err
 	}
@@ -66,6 +65,25 @@ func (l *Lab) Iperf(serverNS, clientNS, dst string, secs int, extra ...string) (
 		res.Gbps = r.End.Sum.BitsPerSecond / 1e9
 	}
 	return res, nil
+}
+
+// iperfPort is iperf3's default server port.
+const iperfPort = 5201
+
+// WaitListening waits until a TCP socket listens on port in ns (`ss
+// -Hltn`), at most timeout.
+func (l *Lab) WaitListening(ns string, port int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		out, err := l.Exec(ns, "ss", "-Hltn", fmt.Sprintf("sport = :%d", port))
+		if err == nil && strings.TrimSpace(out) != "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nothing listens on TCP port %d in %s after %v (%v)", port, ns, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // LinkStat reads /sys/class/net/IFNAME/statistics/NAME inside ns.

@@ -42,14 +42,19 @@ func New(prefix string) *Lab {
 	return &Lab{Prefix: prefix + hex.EncodeToString(b[:])}
 }
 
-// Available reports why labs cannot be built here (not root, no `ip`, no
-// permission to create namespaces), or nil.
+// Available reports why labs cannot be built here (not root, a missing
+// tool, no permission to create namespaces), or nil. A missing tool is
+// named with its Debian package.
 func Available() error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root: creates network namespaces, veth pairs and tap devices")
 	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		return fmt.Errorf("needs iproute2's ip: %w", err)
+	// What every lab runs: ip and bridge to build it, sysctl to tune
+	// it, ping to probe it.
+	for _, t := range []struct{ cmd, pkg string }{{"ip", "iproute2"}, {"bridge", "iproute2"}, {"sysctl", "procps"}, {"ping", "iputils-ping"}} {
+		if _, err := exec.LookPath(t.cmd); err != nil {
+			return fmt.Errorf("needs %s (apt-get install %s): %w", t.cmd, t.pkg, err)
+		}
 	}
 	probe := New("mvsprobe")
 	defer probe.Close()

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/macvsw/macvsw/tests/netlab"
+	"github.com/macvsw/macvsw/tests/testenv"
 )
 
 // The sandbox namespace's device gets sandbox 0's addresses, the peer
@@ -30,10 +31,9 @@ var (
 func newLab(t *testing.T) (*Binary, *netlab.Lab) {
 	t.Helper()
 	bin := RequireRunsc(t)
-	for _, tool := range []string{"ping", "nc", "iperf3"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("the sandbox runs the host's %s, which is missing (apt-get install iputils-ping netcat-openbsd iperf3): %v", tool, err)
-		}
+	// The sandboxes run the host's ping, nc and iperf3.
+	if m := testenv.Missing("ping", "nc", "iperf3", "ethtool"); len(m) > 0 {
+		t.Fatalf("the sandbox runs host tools that are missing: %v", m)
 	}
 	lab := netlab.New("mvsrl")
 	t.Cleanup(func() {

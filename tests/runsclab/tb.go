@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/macvsw/macvsw/tests/netlab"
+	"github.com/macvsw/macvsw/tests/testenv"
 )
 
 var pinned struct {
@@ -31,7 +32,7 @@ func Pinned(ctx context.Context) (*Binary, error) {
 func RequireRunsc(tb testing.TB) *Binary {
 	tb.Helper()
 	if os.Geteuid() != 0 {
-		tb.Skip("runsc sandboxes need root: they join network namespaces and read the host's / as rootfs")
+		testenv.Skip(tb, "runsc sandboxes need root: they join network namespaces and read the host's / as rootfs")
 	}
 	if err := netlab.Available(); err != nil {
 		tb.Fatalf("root, but no network namespaces here: %v", err)

@@ -2,24 +2,21 @@ package vmlab
 
 import (
 	"context"
-	"os"
-	"os/exec"
 	"testing"
+
+	"github.com/macvsw/macvsw/tests/testenv"
 )
 
 // Require skips t unless guests can run here the way the package's tests
 // run them: as root (network namespaces, tap devices, the asset cache),
-// with iproute2's ip and qemu-system-x86_64. CI installs qemu-system-x86.
+// with iproute2's ip and qemu-system-x86_64. CI installs qemu-system-x86;
+// under MACVSW_TEST_REQUIRE=1 a missing requirement fails t instead.
 func Require(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("vmlab: needs root (network namespaces, tap devices, the asset cache in " + DefaultCacheDir + ")")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("vmlab: needs iproute2's ip")
-	}
+	testenv.NeedRoot(t, "vmlab: network namespaces, tap devices, the asset cache in "+DefaultCacheDir)
+	testenv.NeedTools(t, "ip")
 	if err := Available(); err != nil {
-		t.Skip(err.Error())
+		testenv.Skip(t, "vmlab: %v", err)
 	}
 }
 

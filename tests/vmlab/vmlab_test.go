@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/macvsw/macvsw/tests/netlab"
+	"github.com/macvsw/macvsw/tests/testenv"
 )
 
 // testTimeout bounds each guest test; a boot takes 8-16 s under TCG here.
@@ -27,7 +28,7 @@ func lab(t *testing.T) *netlab.Lab {
 	t.Helper()
 	Require(t)
 	if err := netlab.Available(); err != nil {
-		t.Skip(err)
+		testenv.Skip(t, "%v", err)
 	}
 	l := netlab.New("mvsvm")
 	t.Cleanup(func() {

@@ -44,6 +44,7 @@ type Port struct {
 	Owner        *Owner   `json:"owner,omitempty"`
 	Mode         string   `json:"mode"`
 	MAC          string   `json:"mac"`
+	MACFrom      string   `json:"mac_from,omitempty"` // where the daemon took the MAC from, when the entry gave none
 	MTU          uint32   `json:"mtu"`
 	Up           bool     `json:"up"`      // admin state
 	Link         bool     `json:"link"`    // its device is there and up (a socket: a peer is connected)
