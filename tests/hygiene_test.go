@@ -132,7 +132,7 @@ func runScriptPackages(t *testing.T) map[string]string {
 }
 
 // TestRunScriptPackages: the test command installs exactly the packages
-// the tests name when a tool is missing (internal/testenv.Packages), and
+// the tests name when a tool is missing (tests/testenv.Packages), and
 // each package's probe command is one that package provides.
 func TestRunScriptPackages(t *testing.T) {
 	script := runScriptPackages(t)
@@ -140,7 +140,7 @@ func TestRunScriptPackages(t *testing.T) {
 	for p, cmd := range script {
 		got = append(got, p)
 		if testenv.Packages[cmd] != p {
-			t.Errorf("tests/run.sh probes package %s with %q, which internal/testenv says comes from %q", p, cmd, testenv.Packages[cmd])
+			t.Errorf("tests/run.sh probes package %s with %q, which tests/testenv says comes from %q", p, cmd, testenv.Packages[cmd])
 		}
 	}
 	slices.Sort(got)

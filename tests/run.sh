@@ -68,7 +68,7 @@ fi
 
 if [[ $EUID -eq 0 ]]; then
 	# As root every test can run: a skip for a missing requirement is a
-	# failure (internal/testenv). MACVSW_TEST_REQUIRE=0 opts out.
+	# failure (tests/testenv). MACVSW_TEST_REQUIRE=0 opts out.
 	export MACVSW_TEST_REQUIRE=${MACVSW_TEST_REQUIRE:-1}
 fi
 
