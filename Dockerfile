@@ -2,11 +2,17 @@
 # plugin) and nothing else.
 #
 #   docker build -t macvsw .
-#   docker run --rm --network host --cap-add NET_ADMIN --cap-add NET_RAW \
+#   docker run --rm --network host --cap-drop ALL \
+#     --cap-add NET_ADMIN --cap-add NET_RAW --cap-add SYS_ADMIN \
 #     -v /etc/macvsw:/etc/macvsw:ro -v /run/macvsw:/run/macvsw \
 #     --device /dev/net/tun -v /var/run/netns:/var/run/netns:rslave \
 #     macvsw run --config /etc/macvsw/macvsw.yaml
-FROM golang:1.26 AS build
+#
+# Capabilities: NET_ADMIN (taps, netlink), NET_RAW (AF_PACKET) and, for
+# tap ports and ports in another namespace, SYS_ADMIN (setns into the
+# sandbox's namespace); add CHOWN when control.group is set. Podman takes
+# the same flags.
+FROM docker.io/library/golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
