@@ -56,9 +56,11 @@ type cniLab struct {
 	client  *api.Client
 }
 
-func newCNILab(t *testing.T) *cniLab {
+// newCNILab builds the lab; tools are host commands the test runs besides
+// ping.
+func newCNILab(t *testing.T, tools ...string) *cniLab {
 	t.Helper()
-	requireNetns(t)
+	requireNetns(t, append([]string{"ping"}, tools...)...)
 	p := requireCNI(t)
 	m := macvswLab(t, false, nil)
 	return &cniLab{lab: m, plugins: p, cni: p.Config(t.TempDir()), dataDir: t.TempDir(), client: api.NewClient(m.Socket)}
@@ -594,7 +596,7 @@ func TestNetnsCNIVersions(t *testing.T) {
 // cached for the network), and status with the daemon down. cnitool's
 // cache is a temporary directory; the host's /var/lib/cni is untouched.
 func TestNetnsCNITool(t *testing.T) {
-	c := newCNILab(t)
+	c := newCNILab(t, "unshare")
 	varLibCNI := func() string {
 		fi, err := os.Stat("/var/lib/cni")
 		if err != nil {

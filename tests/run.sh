@@ -14,7 +14,7 @@
 # every test or says why not. Without root the tests that need root skip
 # with a message, and so do tests whose tools are missing.
 #
-# Needs Go >= 1.26.3 (https://go.dev/dl/) in PATH or in /usr/local/go/bin.
+# Needs Go >= 1.26.8 (https://go.dev/dl/) in PATH or in /usr/local/go/bin.
 set -euo pipefail
 here=${BASH_SOURCE[0]%/*}
 [[ $here == "${BASH_SOURCE[0]}" ]] && here=.
@@ -62,7 +62,7 @@ fi
 
 export PATH=$PATH:/usr/local/go/bin
 if ! command -v go >/dev/null 2>&1; then
-	echo "tests/run.sh: needs Go >= 1.26.3 in PATH (https://go.dev/dl/)" >&2
+	echo "tests/run.sh: needs Go >= 1.26.8 in PATH (https://go.dev/dl/)" >&2
 	exit 1
 fi
 

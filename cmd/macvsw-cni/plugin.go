@@ -173,6 +173,9 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 // namespace; a conflict otherwise. It changes nothing (IPAM is not run
 // again: host-local refuses a second allocation for the same container).
 func repeatAdd(s *settings, args *skel.CmdArgs, p api.Port) error {
+	if p.Owner != nil && p.Owner.Network != s.conf.Name {
+		return types.NewError(codeConflict, fmt.Sprintf("container %s interface %s already has port %s on network %q, not %q: DEL it there first", args.ContainerID, args.IfName, p.Name, p.Owner.Network, s.conf.Name), "")
+	}
 	ifNetns := p.Netns
 	if p.Kind == kindAFPacket {
 		ifNetns = args.Netns

@@ -281,3 +281,16 @@ func TestInstall(t *testing.T) {
 		t.Errorf("conflist not installed 0644: %v %v", fi, err)
 	}
 }
+
+// TestAddOtherNetworksPort: an ADD for an attachment whose port belongs to
+// another network is a conflict, and changes nothing.
+func TestAddOtherNetworksPort(t *testing.T) {
+	f := newFakeDaemon(t, ownedTap("net2", "c1", "eth0"))
+	args := &skel.CmdArgs{ContainerID: "c1", IfName: "eth0", Netns: "/var/run/netns/c1", StdinData: conf(fmt.Sprintf(`"socket": %q`, f.socket))}
+	if code, msg := cniCode(t, cmdAdd(args)); code != codeConflict || !strings.Contains(msg, `network "net2"`) {
+		t.Errorf("ADD on net1 with net2's port: code %d %q, want 102 naming net2", code, msg)
+	}
+	if len(f.deletes) != 0 || len(f.names()) != 1 {
+		t.Errorf("the refused ADD changed the ports: deletes %v, ports %v", f.deletes, f.names())
+	}
+}

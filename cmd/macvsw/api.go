@@ -283,7 +283,7 @@ func (a *apiServer) routes() http.Handler {
 	mux.HandleFunc("DELETE /v1/ports", a.wrap(func(_ http.ResponseWriter, r *http.Request) (any, error) {
 		o := ownerQuery(r)
 		if o == nil || o.ContainerID == "" {
-			return nil, badRequest("DELETE /v1/ports needs ?container_id=ID[&ifname=IF]")
+			return nil, badRequest("DELETE /v1/ports needs ?container_id=ID[&ifname=IF][&network=NET]")
 		}
 		names, err := a.d.removeOwned(*o, a.policyOf(r).name)
 		if err != nil {
@@ -362,7 +362,7 @@ func (a *apiServer) addPort(w http.ResponseWriter, r *http.Request) (any, error)
 		dec.DisallowUnknownFields()
 		var o api.Owner
 		if err := dec.Decode(&o); err != nil || o.ContainerID == "" || o.IfName == "" {
-			return nil, badRequest("owner: want {\"container_id\": ..., \"ifname\": ...} (%v)", err)
+			return nil, badRequest("owner: want {\"container_id\": ..., \"ifname\": ..., \"network\": ... (optional)} (%v)", err)
 		}
 		owner = &portOwner{ContainerID: o.ContainerID, IfName: o.IfName, Network: o.Network}
 		delete(probe, "owner")

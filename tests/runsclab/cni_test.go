@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/macvsw/macvsw/tests/cnilab"
 	"github.com/macvsw/macvsw/tests/netlab"
+	"github.com/macvsw/macvsw/tests/testenv"
 )
 
 // echoServer accepts one TCP connection on [addr]:port and echoes what it
@@ -112,10 +112,9 @@ func ipOf(t *testing.T, r *types100.Result, v6 bool) string {
 //	                                              mvs… ─┴─ veth ────► [ns afp] runsc
 func TestNetnsRunscCNI(t *testing.T) {
 	bin := RequireRunsc(t)
-	for _, tool := range []string{"iperf3", "python3"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("the sandbox runs the host's %s, which is missing: %v", tool, err)
-		}
+	// The sandboxes run the host's ping, iperf3 and python3.
+	if m := testenv.Missing("ping", "iperf3", "python3"); len(m) > 0 {
+		t.Fatalf("the sandbox runs host tools that are missing: %v", m)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
