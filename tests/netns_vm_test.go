@@ -213,9 +213,30 @@ func TestNetnsSocketPortAbuse(t *testing.T) {
 	}
 	c2.Close()
 	m.Lab.Exec(m.Sandboxes[0], "ping", "-b", "-c", "300", "-i", "0.005", "-W", "1", "10.77.0.255")
-	if r := wait(); r.Lost != 0 || r.Packets == 0 {
-		t.Errorf("UDP between two other ports while a socket peer misbehaved: %d of %d lost", r.Lost, r.Packets)
+	r := wait()
+	if r.Packets == 0 {
+		t.Fatalf("no UDP between the two other ports")
 	}
+	// The two other ports lost nothing in the switch. (A machine under
+	// load can still lose datagrams in the sandboxes' own sockets: iperf3
+	// counts those too, so they are reported, not failed on.)
+	all, err := newAPIClient(m).Stats(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"p0", "p1"} {
+		p := all.Port(name)
+		if p == nil {
+			t.Fatalf("no stats for %s", name)
+		}
+		rx, tx := p.Switch.RxDrops.NonZero(), p.Switch.TxDrops.NonZero()
+		ep := p.Endpoint.Total()
+		if len(rx) > 0 || len(tx) > 0 || ep.RxDrops.Total() > 0 || ep.TxDrops.Total() > 0 {
+			t.Errorf("port %s dropped frames while a socket peer misbehaved: switch rx %v tx %v, endpoint rx %v tx %v",
+				name, rx, tx, ep.RxDrops.NonZero(), ep.TxDrops.NonZero())
+		}
+	}
+	t.Logf("UDP between the two other ports: %d of %d lost end to end", r.Lost, r.Packets)
 	st, err := newAPIClient(m).Stats(context.Background(), "vm")
 	if err != nil {
 		t.Fatal(err)
