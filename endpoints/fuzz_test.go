@@ -50,7 +50,7 @@ func FuzzValidateVnet(f *testing.F) {
 		if h.NeedsCsum() && int(h.CsumStart)+int(h.CsumOffset)+2 > len(frame) {
 			t.Fatalf("accepted %v for %d bytes", h, len(frame))
 		}
-		if h.IsGSO() && (h.GSOSize == 0 || h.GSOSize == gsoByFrags) {
+		if h.IsGSO() && (h.GSOSize < MinGSOSize || h.GSOSize == gsoByFrags) {
 			t.Fatalf("accepted gso_size %d", h.GSOSize)
 		}
 		if !h.IsGSO() {
@@ -160,10 +160,17 @@ func FuzzSegment(f *testing.F) {
 			}
 			effMSS = min(effMSS, room)
 		}
+		want := max(1, (s.payload+effMSS-1)/effMSS)
+		if want > MaxGSOSegments {
+			if !errors.Is(err, ErrTooManySegments) || len(segs) != 0 {
+				t.Fatalf("Segment into %d = %d segments, %v; want ErrTooManySegments and none", want, len(segs), err)
+			}
+			return
+		}
 		if err != nil {
 			t.Fatalf("Segment: %v", err)
 		}
-		if want := max(1, (s.payload+effMSS-1)/effMSS); len(segs) != want {
+		if len(segs) != want {
 			t.Fatalf("%d segments, want %d", len(segs), want)
 		}
 		verifySegments(t, s, segs, effMSS)
