@@ -38,7 +38,9 @@
 // or 18 bytes, MSS). If the attached dispatcher implements QueueDispatcher
 // it gets the receive queue index too. Endpoints never filter on MAC.
 // Frames the kernel would refuse from a guest (bad virtio-net header) are
-// dropped and counted per VnetReason; other drops are counted per
+// dropped and counted per VnetReason, and so are GSO frames with a
+// gso_size below MinGSOSize, which the kernel takes but which would cost
+// up to one segment per byte (gso_size_min); other drops are counted per
 // DropReason; Stats returns snapshots.
 //
 // USO: gVisor's stack.GSO has no UDP type, so a USO super-frame received
@@ -53,7 +55,8 @@
 // the frame's views without copying, and never blocks: a full queue drops
 // and counts tx_full. When the receiver cannot take an offload (no vnet
 // header, offloads off, or GSO segments above its MTU) the frame is
-// flattened once and Segment/FinishChecksum run in software. Frames above
+// flattened once and Segment/FinishChecksum run in software, never into
+// more than MaxGSOSegments segments (beyond that: gso_segments). Frames above
 // the MTU that are not GSO go only to a receiver that negotiated GSO (as
 // the kernel, which does not check the MTU on receive); others drop them
 // (oversize).

@@ -12,29 +12,57 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
-// FuzzValidateVnet feeds arbitrary guest writes to the validator and, for
-// accepted ones, to the software fallbacks. Invariants: nothing panics; an
-// accepted header is internally consistent; segments of an accepted TCP/UDP
-// frame with plain IP headers carry valid checksums and reassemble to the
-// original payload; FinishChecksum yields a sum that verifies. Seeds are in
-// testdata/fuzz/FuzzValidateVnet and below.
+// fuzzHdrMax bounds the fuzzed head of a write in FuzzValidateVnet: room
+// for the vnet header, two VLAN tags, IPv6 with extension headers and a
+// TCP header with options.
+const fuzzHdrMax = 256
+
+// fuzzFiller is what follows the fuzzed head of a write.
+var fuzzFiller = testPayload(0xffff)
+
+// FuzzValidateVnet feeds guest writes to the validator and, for accepted
+// ones, to the software fallbacks. A write is hdr (at most fuzzHdrMax
+// bytes: the vnet header and the frame's headers, which is all the
+// validator reads) followed by pad bytes of fixed filler, so frames reach
+// 64 KiB while the fuzzed input stays small: Go's minimizer is quadratic in
+// input length, and whole-frame inputs had it spend a minute on each new
+// input. Invariants: nothing panics; a rejection is a VnetError with a
+// reason; an accepted header is internally consistent and never asks for
+// more than MaxGSOSegments segments; segments of an accepted TCP/UDP frame
+// with plain IP headers carry valid checksums and reassemble to the
+// original payload; FinishChecksum yields a sum that verifies. Seeds are
+// in testdata/fuzz/FuzzValidateVnet and below.
 func FuzzValidateVnet(f *testing.F) {
+	seed := func(b []byte, mrg bool) {
+		n := min(len(b), fuzzHdrMax)
+		f.Add(b[:n], uint16(len(b)-n), mrg)
+	}
 	for _, s := range []frameSpec{
 		{payload: 3000, tcpFlags: header.TCPFlagAck | header.TCPFlagFin, partial: true},
 		{v6: true, payload: 3000, partial: true},
 		{udp: true, payload: 3000, partial: true},
 		{vlan: true, payload: 2000, tcpFlags: header.TCPFlagCwr, partial: true},
+		{payload: 60000, tcpFlags: header.TCPFlagAck, partial: true},
 	} {
-		f.Add(vnetWrite(s.vnet(1000), 12, s.build()), true)
-		f.Add(vnetWrite(s.vnet(0), 10, s.build()), false)
+		seed(vnetWrite(s.vnet(1000), 12, s.build()), true)
+		seed(vnetWrite(s.vnet(0), 10, s.build()), false)
+		seed(vnetWrite(s.vnet(1), 12, s.build()), true)
 	}
-	f.Add(vnetWrite(VnetHdr{GSOType: VnetGSOTCPv4, GSOSize: 500}, 12, frameSpec{payload: 1200}.build()), true)
-	f.Add(make([]byte, 11), true)
-	f.Fuzz(func(t *testing.T, b []byte, mrg bool) {
+	seed(vnetWrite(VnetHdr{GSOType: VnetGSOTCPv4, GSOSize: 500}, 12, frameSpec{payload: 1200}.build()), true)
+	seed(make([]byte, 11), true)
+	// Scratch reused by every run: a worker runs one input at a time.
+	write := make([]byte, 0, fuzzHdrMax+0xffff)
+	scratch := make([]byte, MaxFrameSize)
+	var payload []byte
+	f.Fuzz(func(t *testing.T, hdr []byte, pad uint16, mrg bool) {
+		if len(hdr) > fuzzHdrMax {
+			return
+		}
 		hs := VnetHdrSize
 		if mrg {
 			hs = VnetHdrMrgSize
 		}
+		b := append(append(write[:0], hdr...), fuzzFiller[:pad]...)
 		h, err := ValidateVnetWrite(b, hs)
 		if err != nil {
 			var ve *VnetError
@@ -43,14 +71,14 @@ func FuzzValidateVnet(f *testing.F) {
 			}
 			return
 		}
-		frame := bytes.Clone(b[hs:])
+		frame := b[hs:]
 		if len(frame) < header.EthernetMinimumSize {
 			t.Fatalf("accepted a %d-byte frame", len(frame))
 		}
 		if h.NeedsCsum() && int(h.CsumStart)+int(h.CsumOffset)+2 > len(frame) {
 			t.Fatalf("accepted %v for %d bytes", h, len(frame))
 		}
-		if h.IsGSO() && (h.GSOSize == 0 || h.GSOSize == gsoByFrags) {
+		if h.IsGSO() && (h.GSOSize < MinGSOSize || h.GSOSize == gsoByFrags) {
 			t.Fatalf("accepted gso_size %d", h.GSOSize)
 		}
 		if !h.IsGSO() {
@@ -69,17 +97,25 @@ func FuzzValidateVnet(f *testing.F) {
 			}
 			return
 		}
-		var segs [][]byte
-		_, err = Segment(frame, h, 0, make([]byte, MaxFrameSize), func(seg []byte) bool {
-			segs = append(segs, bytes.Clone(seg))
+		check := plainIP(frame)
+		payload = payload[:0]
+		n, err := Segment(frame, h, 0, scratch, func(seg []byte) bool {
+			if check {
+				payload = append(payload, checkFrame(t, seg).payload...)
+			}
 			return true
 		})
-		if err != nil || !plainIP(frame) {
+		if n > MaxGSOSegments {
+			t.Fatalf("%d segments from one accepted frame", n)
+		}
+		if err != nil {
+			if errors.Is(err, ErrTooManySegments) {
+				t.Fatalf("an accepted frame is too many segments: %v", h)
+			}
 			return
 		}
-		var payload []byte
-		for _, seg := range segs {
-			payload = append(payload, checkFrame(t, seg).payload...)
+		if !check {
+			return
 		}
 		l2, et, _ := l2Len(frame)
 		l4, _, _ := l4Offset(frame, l2, et)
@@ -160,10 +196,17 @@ func FuzzSegment(f *testing.F) {
 			}
 			effMSS = min(effMSS, room)
 		}
+		want := max(1, (s.payload+effMSS-1)/effMSS)
+		if want > MaxGSOSegments {
+			if !errors.Is(err, ErrTooManySegments) || len(segs) != 0 {
+				t.Fatalf("Segment into %d = %d segments, %v; want ErrTooManySegments and none", want, len(segs), err)
+			}
+			return
+		}
 		if err != nil {
 			t.Fatalf("Segment: %v", err)
 		}
-		if want := max(1, (s.payload+effMSS-1)/effMSS); len(segs) != want {
+		if len(segs) != want {
 			t.Fatalf("%d segments, want %d", len(segs), want)
 		}
 		verifySegments(t, s, segs, effMSS)

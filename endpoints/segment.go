@@ -26,6 +26,9 @@ var (
 	// ErrSegmentTooBig: a USO segment (whose size the sender fixed) does not
 	// fit the MTU.
 	ErrSegmentTooBig = errors.New("segment exceeds MTU")
+	// ErrTooManySegments: the frame would be cut into more than
+	// MaxGSOSegments segments.
+	ErrTooManySegments = errors.New("too many segments")
 )
 
 // MaxFrameSize is the largest frame the endpoints read or build: a 64 KiB
@@ -49,6 +52,9 @@ const MaxFrameSize = 0xffff + header.EthernetMinimumSize + 8
 // mtu, if positive, is the receiver's IP MTU: TCP segments are made smaller
 // than gso_size if needed to fit it; USO segments, whose boundaries are the
 // sender's datagrams, fail with ErrSegmentTooBig instead.
+//
+// A frame that would need more than MaxGSOSegments segments fails with
+// ErrTooManySegments before any is emitted.
 //
 // scratch is where segments are built; pass one of at least MaxFrameSize
 // bytes to avoid an allocation.
@@ -120,6 +126,9 @@ func Segment(frame []byte, h VnetHdr, mtu int, scratch []byte, emit func(seg []b
 	nseg := (len(payload) + mss - 1) / mss
 	if nseg == 0 {
 		nseg = 1
+	}
+	if nseg > MaxGSOSegments {
+		return 0, ErrTooManySegments
 	}
 	var (
 		ipID     uint16

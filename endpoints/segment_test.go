@@ -120,12 +120,17 @@ func TestSegmentErrors(t *testing.T) {
 		{"v6 type on v4", tso.build(), VnetHdr{GSOType: VnetGSOTCPv6, GSOSize: 1000}, 0, ErrMalformedFrame},
 		{"truncated", tso.build()[:40], tso.vnet(1000), 0, ErrMalformedFrame},
 		{"uso above mtu", uso.build(), uso.vnet(1400), 1000, ErrSegmentTooBig},
+		{"gso_size 1", frameSpec{payload: 60000}.build(), frameSpec{payload: 60000}.vnet(1), 0, ErrTooManySegments},
+		{"MTU 68 cuts a 60000-byte frame into 2143", frameSpec{payload: 60000}.build(), frameSpec{payload: 60000}.vnet(1448), 68, ErrTooManySegments},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := segmentAll(t, tt.frame, tt.h, tt.mtu)
+			segs, err := segmentAll(t, tt.frame, tt.h, tt.mtu)
 			if !errors.Is(err, tt.want) {
 				t.Errorf("Segment = %v, want %v", err, tt.want)
+			}
+			if len(segs) != 0 {
+				t.Errorf("Segment emitted %d segments before failing", len(segs))
 			}
 		})
 	}

@@ -37,6 +37,10 @@ const (
 	DropOutgoing
 	// DropClosed: a write after Close.
 	DropClosed
+	// DropGSOSegments: a GSO packet for a receiver without offloads that
+	// software segmentation would cut into more than MaxGSOSegments
+	// segments (ErrTooManySegments).
+	DropGSOSegments
 
 	numDropReasons
 )
@@ -54,6 +58,7 @@ var dropReasonNames = [numDropReasons]string{
 	DropRunt:           "runt",
 	DropOutgoing:       "outgoing",
 	DropClosed:         "closed",
+	DropGSOSegments:    "gso_segments",
 }
 
 // String returns the counter name of r, such as "tx_full".

@@ -200,6 +200,9 @@ func (s *txScratch) sendOne(c *queueCounters, fd, hdrSize, mtu int, pkt *stack.P
 	case errors.Is(err, ErrSegmentTooBig):
 		c.txDrops[DropOversize].Add(1)
 		return false, 0, nil
+	case errors.Is(err, ErrTooManySegments):
+		c.txDrops[DropGSOSegments].Add(1)
+		return false, 0, nil
 	case err != nil:
 		c.txDrops[DropMalformed].Add(1)
 		return false, 0, nil

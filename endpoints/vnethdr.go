@@ -53,6 +53,27 @@ const udpMaxSegments = 128
 // gso_size from userspace.
 const gsoByFrags = 0xffff
 
+// Bounds on what one GSO frame may cost, beyond the kernel's own checks
+// (BEHAVIOUR.md §7.4 item 10, §9 item 20). The kernel takes any gso_size
+// from 1 up, so a 64 KiB TSO frame with gso_size 1 from a sandbox is
+// 65,000 segments for whoever has to cut it: 20 such frames made the
+// switch write 1.3 M segments to a port without offloads.
+const (
+	// MinGSOSize is the smallest gso_size a frame that is still GSO after
+	// the kernel's checks may carry: TCP_MIN_MSS (88, include/net/tcp.h),
+	// the smallest MSS Linux accepts for a connection. It bounds a frame
+	// to MaxGSOSegments segments, about one per 88 bytes received: cutting
+	// a super-frame costs no more segments than the sender could have
+	// sent as minimum-size frames in the first place.
+	MinGSOSize = 88
+	// MaxGSOSegments is the most segments one frame is cut into: a 64 KiB
+	// payload at MinGSOSize. Software segmentation (Segment) refuses more,
+	// which can still happen when the receiver's MTU makes segments
+	// smaller than gso_size, or a GSO packet comes from an in-process
+	// stack with a smaller MSS.
+	MaxGSOSegments = (GSOMaxSize - 1 + MinGSOSize - 1) / MinGSOSize
+)
+
 // VnetHdr is a virtio-net header in host form. Fields are the legacy
 // "virtio16" values, which are little endian on every host this package
 // builds for (tap with TUNSETVNETLE unset is native order, and gVisor
@@ -125,7 +146,7 @@ func (h VnetHdr) String() string {
 // VnetReason names why a virtio-net header was rejected. The values mirror
 // the kernel's write validation (macvtap tap_get_user and
 // virtio_net_hdr_to_skb; BEHAVIOUR.md §7.4 items 1-7), so each can be counted
-// separately.
+// separately, plus macvsw's own bound on segments (item 10).
 type VnetReason uint8
 
 // Rejection reasons, in the order the kernel checks them.
@@ -151,6 +172,10 @@ const (
 	// VnetUSO: UDP_L4 without NEEDS_CSUM, csum_offset != 6, too many
 	// segments; or TCP GSO with NEEDS_CSUM and csum_offset != 16 (item 7).
 	VnetUSO
+	// VnetGSOSizeMin: a frame still GSO after the kernel's checks (its
+	// payload above gso_size) with gso_size below MinGSOSize. The kernel
+	// takes it; macvsw refuses to amplify it (item 10).
+	VnetGSOSizeMin
 
 	numVnetReasons
 )
@@ -168,6 +193,7 @@ var vnetReasonNames = [numVnetReasons]string{
 	VnetCsumRange:    "csum_range",
 	VnetGSOProto:     "gso_proto",
 	VnetUSO:          "uso",
+	VnetGSOSizeMin:   "gso_size_min",
 }
 
 // String returns the counter name of r, such as "gso_type".
@@ -336,6 +362,11 @@ func (h VnetHdr) check(head []byte, frameLen int) (VnetHdr, VnetReason) {
 	// Item 8: too small to be GSO.
 	if frameLen-payloadOff <= int(h.GSOSize) {
 		h.GSOType, h.GSOSize = VnetGSONone, 0
+		return h, VnetOK
+	}
+	// Item 10, ours: no more than MaxGSOSegments segments.
+	if h.GSOSize < MinGSOSize {
+		return h, VnetGSOSizeMin
 	}
 	return h, VnetOK
 }

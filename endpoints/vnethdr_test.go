@@ -106,6 +106,14 @@ func TestValidateVnetWrite(t *testing.T) {
 		{"tso6 ok 10-byte", vnetWrite(tso6.vnet(1440), 10, tso6Frame), VnetOK, VnetGSOTCPv6},
 		{"gso payload fits", vnetWrite(tso4.vnet(4000), 12, tso4Frame), VnetOK, VnetGSONone},
 		{"csum start past frame", vnetWrite(VnetHdr{Flags: 1, CsumStart: 60, CsumOffset: 0}, 12, udp), VnetCsumRange, 0},
+		// Item 10: MinGSOSize, once the frame is still GSO.
+		{"tso gso_size 1", vnetWrite(tso4.vnet(1), 12, tso4Frame), VnetGSOSizeMin, 0},
+		{"tso gso_size 87", vnetWrite(tso4.vnet(MinGSOSize-1), 12, tso4Frame), VnetGSOSizeMin, 0},
+		{"tso gso_size 88", vnetWrite(tso4.vnet(MinGSOSize), 12, tso4Frame), VnetOK, VnetGSOTCPv4},
+		{"tso6 gso_size 8", vnetWrite(tso6.vnet(8), 12, tso6Frame), VnetGSOSizeMin, 0},
+		{"uso gso_size 40", vnetWrite(uso.vnet(40), 12, usoFrame), VnetGSOSizeMin, 0},
+		{"tso gso_size 1, one byte: not GSO", vnetWrite(frameSpec{payload: 1}.vnet(1), 12, frameSpec{payload: 1}.build()), VnetOK, VnetGSONone},
+		{"largest frame at gso_size 88", vnetWrite(frameSpec{payload: 65535 - 40}.vnet(MinGSOSize), 12, frameSpec{payload: 65535 - 40}.build()), VnetOK, VnetGSOTCPv4},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
