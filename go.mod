@@ -3,6 +3,7 @@ module github.com/macvsw/macvsw
 go 1.26.3
 
 require (
+	github.com/coreos/go-systemd/v22 v22.6.0
 	github.com/google/go-cmp v0.7.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/vishvananda/netlink v1.3.1
