@@ -1,7 +1,7 @@
 # macvsw in a small image: the static binary and nothing else.
 #
 #   docker build -t macvsw .
-#   docker run --rm --network host --cap-add NET_ADMIN --cap-add NET_RAW \
+#   docker run --rm --network host --cap-add NET_ADMIN --cap-add NET_RAW --cap-add SYS_ADMIN \
 #     -v /etc/macvsw:/etc/macvsw:ro -v /run/macvsw:/run/macvsw \
 #     --device /dev/net/tun -v /var/run/netns:/var/run/netns:rslave \
 #     macvsw run --config /etc/macvsw/macvsw.yaml
