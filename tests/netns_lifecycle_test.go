@@ -61,7 +61,7 @@ type portView struct {
 
 func (l *lab) port(name string) portView {
 	l.t.Helper()
-	out, errs, code := l.cli("port", "show", name)
+	out, errs, code := l.cli("port", "show", name, "--json")
 	var v portView
 	if code != 0 || json.Unmarshal([]byte(out), &v) != nil {
 		l.t.Fatalf("port show %s: exit %d %s%s", name, code, out, errs)

@@ -39,6 +39,10 @@ const EchoPort = 7
 //	macvsw lower ── up ┤ LAN ├── host stacks
 type LAN struct {
 	Hairpin atomic.Bool
+	// Reflected counts the unicast frames the LAN sent back out of the
+	// uplink they came in on (hairpin): frames between macvsw's own ports
+	// that went through the LAN.
+	Reflected atomic.Uint64
 
 	sw    *vswitch.Switch
 	upEP  *channel.Endpoint
@@ -105,6 +109,8 @@ func (l *LAN) forward(in int, b []byte) {
 		ep := l.upEP
 		if out >= 0 {
 			ep = hosts[out]
+		} else if in == -1 && !dst.IsGroup() {
+			l.Reflected.Add(1)
 		}
 		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
 		ep.InjectInbound(0, pkt)

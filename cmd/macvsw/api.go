@@ -42,6 +42,7 @@ import (
 //	GET    /v1/ports/{name}/capture      pcap stream of the port's frames
 //	GET    /v1/stats, /v1/stats/{name}   counters
 //	GET    /v1/config                    the running config (YAML)
+//	POST   /v1/reload                    reload the config file; the answer says what changed
 //	GET    /v1/version
 //
 // Errors are {"error": message} with a 4xx or 5xx status. The socket is
@@ -323,6 +324,7 @@ func (a *apiServer) routes() http.Handler {
 		}
 		return map[string]string{"status": "stopping: every port removed, every tap macvsw created deleted"}, nil
 	}))
+	mux.HandleFunc("POST /v1/reload", a.wrap(a.handleReload))
 	mux.HandleFunc("GET /v1/events", a.wrap(func(_ http.ResponseWriter, r *http.Request) (any, error) {
 		return a.d.events.list(r.URL.Query().Get("port")), nil
 	}))

@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"reflect"
 	"slices"
 	"strings"
 	"sync"
 
 	"github.com/macvsw/macvsw/bridge"
+	"github.com/macvsw/macvsw/cmd/macvsw/api"
 	"github.com/macvsw/macvsw/config"
 	"github.com/macvsw/macvsw/endpoints"
 	vswitch "github.com/macvsw/macvsw/switch"
@@ -43,6 +45,10 @@ type daemon struct {
 	mu    sync.Mutex
 	cfg   *config.Config
 	ports map[string]*runPort
+
+	// reloadFile reloads the config file the daemon runs (set by `run`;
+	// POST /v1/reload calls it).
+	reloadFile func() (api.ReloadReport, error)
 }
 
 // errDeviceBusy is a port request for a device another port uses (409).
@@ -119,7 +125,7 @@ func startDaemon(cfg *config.Config, log *slog.Logger) (_ *daemon, err error) {
 		return nil, err
 	}
 	cfg.Ports = nil // derived from the switch from now on
-	log.Info("switch running", "lower", cfg.Lower.Interface, "ports", len(d.sw.Ports()), "queues", cfg.Lower.NumQueues(), "state", state.dir)
+	log.Debug("ports up", "lower", cfg.Lower.Interface, "ports", len(d.sw.Ports()), "queues", cfg.Lower.NumQueues(), "state", state.dir)
 	return d, nil
 }
 
@@ -469,7 +475,7 @@ func (d *daemon) reload(next *config.Config) (reloadReport, error) {
 		if rp.origin != originFile {
 			if next.Port(name) != nil {
 				d.mu.Unlock()
-				return rep, fmt.Errorf("reload: port %q was added through the API; delete it first: nothing changed", name)
+				return rep, &apiError{http.StatusConflict, fmt.Errorf("reload: port %q was added through the API; delete it first: nothing changed", name)}
 			}
 			continue
 		}
@@ -489,7 +495,7 @@ func (d *daemon) reload(next *config.Config) (reloadReport, error) {
 		}
 	}
 	if len(restart) > 0 {
-		return rep, fmt.Errorf("reload: %s changed, which needs a restart; nothing changed", strings.Join(restart, ", "))
+		return rep, &apiError{http.StatusConflict, fmt.Errorf("reload: %s changed, which needs a restart; nothing changed", strings.Join(restart, ", "))}
 	}
 	if delta.Allow {
 		d.mu.Lock()
@@ -500,6 +506,10 @@ func (d *daemon) reload(next *config.Config) (reloadReport, error) {
 	var errs []error
 	fail := func(name string, err error) {
 		rep.Failed = append(rep.Failed, name)
+		if rep.Errors == nil {
+			rep.Errors = map[string]string{}
+		}
+		rep.Errors[name] = err.Error()
 		errs = append(errs, err)
 	}
 	for _, name := range delta.Removed {
@@ -547,18 +557,7 @@ func (d *daemon) reload(next *config.Config) (reloadReport, error) {
 }
 
 // reloadReport says what a reload did.
-type reloadReport struct {
-	Added   []string `json:"added"`
-	Removed []string `json:"removed"`
-	Changed []string `json:"changed"` // updated in place
-	Allow   bool     `json:"allow_changed,omitempty"`
-	Rebuilt []string `json:"rebuilt"` // device re-created
-	Failed  []string `json:"failed"`
-}
-
-func (r reloadReport) String() string {
-	return fmt.Sprintf("added %v removed %v changed %v rebuilt %v failed %v", r.Added, r.Removed, r.Changed, r.Rebuilt, r.Failed)
-}
+type reloadReport = api.ReloadReport
 
 // portChange is the switch change that turns port entry have into want.
 func portChange(have, want config.Port) vswitch.PortChange {

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
-	"fmt"
 	"io"
 
 	"github.com/macvsw/macvsw/tests/netlab"
@@ -11,12 +9,7 @@ import (
 
 // cmdDemo runs the self-contained demo.
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("macvsw demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	inmem := fs.Bool("inmem", false, "run the in-process demo even as root")
-	keep := fs.Bool("keep", false, "leave the last namespace lab up until Ctrl-C")
-	fs.Usage = func() {
-		io.WriteString(stderr, `Usage: macvsw demo [--inmem] [--keep]
+	fs := newFlagSet("macvsw demo", `macvsw demo [--inmem] [--keep] [--json]
 
 As root: builds, for private, VEPA and bridge mode, a lab in network
 namespaces (a LAN namespace whose bridge reflects frames back to the lower,
@@ -27,27 +20,26 @@ removes everything on exit, also on Ctrl-C; --keep leaves the last lab up
 until Ctrl-C.
 
 Without root (or with --inmem): the same question in this process, with
-gVisor netstacks as sandboxes, an in-memory LAN with hairpin off and on,
-and kernel macvlan's documented answers beside it.
+gVisor netstacks as sandboxes and an in-memory LAN with hairpin off and on;
+beside macvsw's answers, the answers kernel macvlan gives
+(switch/BEHAVIOUR.md §4), and the path each sandbox-to-sandbox probe took.
 
-Exits non-zero if any probe differs from kernel macvlan.
-
-Flags:
-`)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+Exits non-zero if any probe differs from kernel macvlan.`, stderr)
+	inmem := fs.Bool("inmem", false, "run the in-process demo even as root")
+	keep := fs.Bool("keep", false, "leave the last namespace lab up until Ctrl-C")
+	asJSON := fs.Bool("json", false, "print the probes as JSON")
+	pos, err := parseArgs(fs, args, stdout)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return errUsage
+	if err := wantArgs(fs, pos, 0, 0, ""); err != nil {
+		return err
 	}
 	if *inmem || netlab.Available() != nil {
 		if *keep {
-			return fmt.Errorf("--keep needs the namespace demo (root): %v", netlab.Available())
+			return flagError("--keep needs the namespace demo (root): %v", netlab.Available())
 		}
-		return cmdDemoInMem(ctx, stdout)
+		return cmdDemoInMem(ctx, stdout, *asJSON)
 	}
-	return cmdDemoNetns(ctx, stdout, stderr, *keep)
+	return cmdDemoNetns(ctx, stdout, stderr, *keep, *asJSON)
 }

@@ -22,7 +22,7 @@ var demoProbes = []struct{ name, probe string }{
 // kernel macvlan devices and once with macvsw on tap ports, pings between
 // everyone, and prints both answers side by side. With keep, the last
 // macvsw lab stays up until ctx is cancelled.
-func cmdDemoNetns(ctx context.Context, stdout, stderr io.Writer, keep bool) error {
+func cmdDemoNetns(ctx context.Context, stdout, stderr io.Writer, keep, asJSON bool) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -66,10 +66,10 @@ func cmdDemoNetns(ctx context.Context, stdout, stderr io.Writer, keep bool) erro
 			if ctx.Err() != nil {
 				break
 			}
-			rows = append(rows, reachRow{mode: mode, hairpin: true, probe: p.name, got: m.Reach(p.probe), kernel: kernel[p.name]})
+			rows = append(rows, reachRow{Mode: mode, Hairpin: true, Probe: p.name, Got: m.Reach(p.probe), Kernel: kernel[p.name]})
 		}
 		if keep && i == len(modes)-1 && ctx.Err() == nil {
-			printReach(stdout, "macvsw vs kernel macvlan, three sandboxes on tap ports, LAN bridge with hairpin (reflective relay)", rows)
+			printReach(stdout, netnsTitle, "KERNEL MACVLAN", netnsLegend, rows)
 			fmt.Fprintf(stdout, "\nThe %s-mode lab is up (--keep). Namespaces:\n  sandboxes %v\n  switch %s (macvsw runs here: macvsw port list --socket %s)\n  LAN %s, host %s (%s)\nTry: ip netns exec %s ping %s\nPress Ctrl-C to remove it.\n",
 				mode, m.Sandboxes, m.Topo.SW, m.Socket, m.Topo.LAN, m.Topo.Host, netlab.HostIP4, m.Sandboxes[0], netlab.SandboxIP4(1))
 			<-ctx.Done()
@@ -82,5 +82,17 @@ func cmdDemoNetns(ctx context.Context, stdout, stderr io.Writer, keep bool) erro
 			return ctx.Err()
 		}
 	}
-	return printReach(stdout, "macvsw vs kernel macvlan, three sandboxes on tap ports, LAN bridge with hairpin (reflective relay)", rows)
+	if asJSON {
+		return printReachJSON(stdout, "live", rows)
+	}
+	return printReach(stdout, netnsTitle, "KERNEL MACVLAN", netnsLegend, rows)
 }
+
+const netnsTitle = "macvsw vs kernel macvlan, three sandboxes on tap ports, LAN bridge with hairpin (reflective relay)"
+
+const netnsLegend = `reach: the ping was answered; -: it was not, within 1 s.
+HAIRPIN on: the LAN bridge sends a frame back out of the port it came in on
+  (reflective relay), so VEPA siblings reach each other through it, as
+  bridge-mode siblings do directly.
+KERNEL MACVLAN: the same lab built with kernel macvlan devices and pinged
+  the same way, just before macvsw's run.`

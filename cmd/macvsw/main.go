@@ -11,7 +11,10 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"syscall"
+
+	"github.com/macvsw/macvsw/config"
 )
 
 // version is set at link time (-ldflags "-X main.version=...").
@@ -22,22 +25,24 @@ const usage = `macvsw: a userspace macvlan switch
 Usage:
   macvsw demo                   show the modes at work in a throwaway lab
   macvsw run --config FILE      run the switch in the foreground
+  macvsw reload                 make the running daemon reload its config file
   macvsw down                   remove every port and the taps macvsw created; stop
-  macvsw config check FILE      validate a config file
+  macvsw config check FILE      validate a config file and the host objects it names
+  macvsw config reference       every config key, its type, default and meaning
   macvsw port ...               list, show, add, delete and change ports
-  macvsw stats [PORT] [--json]  counters, per port and queue, every drop reason
+  macvsw stats [PORT]           counters, per port and queue, every drop reason
   macvsw capture PORT [-w FILE] pcap of a port's frames (stdout by default)
-  macvsw version [--json]       print the version
+  macvsw version                print the version
 
 Client commands talk to the daemon's control socket (--socket, env
-MACVSW_SOCKET). Exit status: 0 ok, 1 error, 2 usage, 3 no daemon, 4 no such
-port, 5 conflict, 6 permission denied.
+MACVSW_SOCKET). Every command that prints takes --json. Exit status: 0 ok,
+1 error, 2 usage, 3 no daemon, 4 no such port, 5 conflict, 6 permission
+denied.
 
-Run "macvsw COMMAND --help" for a command's flags.
+Run "macvsw COMMAND --help" for a command's flags ("macvsw help COMMAND"
+too). The config reference: macvsw config reference, or
+` + config.ReferenceURL + `
 `
-
-// errUsage marks a command-line mistake: exit status 2.
-var errUsage = errors.New("usage")
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -48,14 +53,16 @@ func main() {
 	case err == nil:
 	case errors.Is(err, flag.ErrHelp):
 		os.Exit(0)
-	case errors.Is(err, errUsage):
-		os.Exit(2)
+	case errors.Is(err, errUsage): // already printed
+		os.Exit(exitUsage)
+	case errors.Is(err, errLogged): // already logged, in the configured format
+		os.Exit(exitError)
 	case errors.As(err, &ee):
 		fmt.Fprintln(os.Stderr, "macvsw:", err)
 		os.Exit(ee.code)
 	default:
 		fmt.Fprintln(os.Stderr, "macvsw:", err)
-		os.Exit(1)
+		os.Exit(exitError)
 	}
 }
 
@@ -69,6 +76,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdDemo(ctx, args[1:], stdout, stderr)
 	case "run":
 		return cmdRun(ctx, args[1:], stdout, stderr)
+	case "reload":
+		return cmdReload(ctx, args[1:], stdout, stderr)
 	case "config":
 		return cmdConfig(args[1:], stdout, stderr)
 	case "port":
@@ -80,15 +89,64 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "capture":
 		return cmdCapture(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
-		if len(args) > 1 && args[1] == "--json" {
-			return printJSON(stdout, map[string]string{"version": version, "go": runtime.Version()})
+		return cmdVersion(args[1:], stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		if len(args) > 1 && args[0] == "help" && args[1] != "help" {
+			// macvsw help COMMAND [SUB] = macvsw COMMAND [SUB] --help
+			return run(ctx, append(args[1:], "--help"), stdout, stderr)
 		}
-		fmt.Fprintln(stdout, "macvsw", version)
-		return nil
-	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
-		return nil
+		return flag.ErrHelp
 	}
 	fmt.Fprintf(stderr, "macvsw: unknown command %q\n\n%s", args[0], usage)
 	return errUsage
+}
+
+// cmdVersion implements `macvsw version`.
+func cmdVersion(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("macvsw version", "macvsw version [--json]\n\nPrints macvsw's version, the commit it was built from and the Go version.", stderr)
+	asJSON := fs.Bool("json", false, `print {"version", "commit", "go"}`)
+	pos, err := parseArgs(fs, args, stdout)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(fs, pos, 0, 0, ""); err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(stdout, map[string]string{"version": version, "commit": buildCommit(), "go": runtime.Version()})
+	}
+	fmt.Fprintln(stdout, "macvsw", version)
+	return nil
+}
+
+// commit is the commit macvsw was built from, set at link time (-ldflags
+// "-X main.commit=..."); empty means: ask the build info (go build records
+// vcs.revision when it builds from a git checkout).
+var commit = ""
+
+// buildCommit returns the commit macvsw was built from, "unknown" when
+// nobody recorded it.
+func buildCommit() string {
+	if commit != "" {
+		return commit
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		rev, dirty := "", false
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+		if rev != "" {
+			if dirty {
+				rev += "-dirty"
+			}
+			return rev
+		}
+	}
+	return "unknown"
 }

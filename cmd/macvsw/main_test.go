@@ -3,9 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os/exec"
-	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -24,6 +25,32 @@ func TestDemoInMem(t *testing.T) {
 	if !strings.Contains(out.String(), "all 18 probes match kernel macvlan") {
 		t.Errorf("demo output:\n%s", out.String())
 	}
+	// The kernel column is documented answers, and says so; "-" has a
+	// legend; the hairpin-on rows show that VEPA siblings meet through
+	// the LAN, bridge siblings inside macvsw.
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^MODE +HAIRPIN +PROBE +MACVSW +EXPECTED \(KERNEL MACVLAN\) +PATH$`),
+		regexp.MustCompile(`(?m)^reach: .*; -: it was$`),
+		regexp.MustCompile(`(?m)^vepa +on +A->B +reach +reach +via the LAN \(\d+ frames reflected\)`),
+		regexp.MustCompile(`(?m)^bridge +on +A->B +reach +reach +direct, inside macvsw`),
+		regexp.MustCompile(`(?m)^bridge +off +A->B +reach +reach +direct, inside macvsw`),
+	} {
+		if !want.MatchString(out.String()) {
+			t.Errorf("demo output lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"demo", "--inmem", "--json"}, &out, &errb); err != nil {
+		t.Fatalf("demo --json: %v", err)
+	}
+	var res struct {
+		Kernel string
+		Probes []reachRow
+		Differ int
+	}
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil || res.Kernel != "expected" || len(res.Probes) != 18 || res.Differ != 0 {
+		t.Errorf("demo --json: %v %+v", err, res)
+	}
 }
 
 // TestDemoNetns runs `macvsw demo` as root, as a newcomer would, and checks
@@ -32,10 +59,7 @@ func TestDemoNetns(t *testing.T) {
 	if err := netlab.Available(); err != nil {
 		testenv.Skip(t, "%v", err)
 	}
-	bin := filepath.Join(t.TempDir(), "macvsw")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := macvswBinary(t)
 	out, err := exec.Command(bin, "demo").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "probes match kernel macvlan") {
 		t.Fatalf("macvsw demo: %v\n%s", err, out)

@@ -2,21 +2,49 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 
+	"github.com/macvsw/macvsw/cmd/macvsw/api"
 	"github.com/macvsw/macvsw/config"
 	"github.com/macvsw/macvsw/endpoints"
 )
 
+// errLogged marks an error `run` has already logged, in the configured
+// format: main exits 1 without printing it again.
+var errLogged = errors.New("logged")
+
+const runUsage = `macvsw run --config FILE [--pidfile PATH] [--cleanup] [flags]
+
+Runs the switch in the foreground; logs go to stderr, in log.format (or
+--log-format). Start-up, in order: the config is loaded and checked
+against the host, the metrics address is bound, the state directory
+locked, the lower and every port brought up, the pidfile written and the
+control socket bound; only then is "macvsw running" logged and systemd
+told READY=1 (sd_notify, when NOTIFY_SOCKET is set, as with Type=notify).
+Any failure is logged, in the configured format, and exits 1 after undoing
+what was made.
+
+SIGHUP or "macvsw reload" reloads FILE (systemd: RELOADING=1, then
+READY=1); SIGTERM/SIGINT stop the daemon and leave the ports' taps in
+place (no carrier) for the next start.
+
+The config file's reference: macvsw config reference, or
+` + config.ReferenceURL
+
 // cmdRun runs the switch in the foreground until SIGINT or SIGTERM; SIGHUP
-// reloads the config file.
+// and POST /v1/reload reload the config file.
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// Signals first: a SIGHUP that comes while we start is a reload to do
 	// once started, never the end of the process.
@@ -24,23 +52,36 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	fs := flag.NewFlagSet("macvsw run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "", "config file (YAML; see config/REFERENCE.md)")
+	fs := newFlagSet("macvsw run", runUsage, stderr)
+	path := fs.String("config", "", "config file (YAML; macvsw config reference)")
+	pidfile := fs.String("pidfile", "", "write the daemon's PID to PATH once it runs; removed on exit")
 	cleanup := fs.Bool("cleanup", false, "on exit, remove every port and delete the taps macvsw created (default: leave them for the next start)")
 	over := config.RegisterFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: macvsw run --config FILE [flags]\n\nRuns the switch in the foreground; logs go to stderr.\n"+
-			"SIGTERM/SIGINT stop it and leave the ports' taps in place (no carrier) for the next start; SIGHUP reloads FILE.\n\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseArgs(fs, args, stdout)
+	if err != nil {
 		return err
 	}
-	if *path == "" || fs.NArg() > 0 {
-		fs.Usage()
-		return errUsage
+	if err := wantArgs(fs, pos, 0, 0, ""); err != nil {
+		return err
 	}
+	if *path == "" {
+		return usageFail(fs, "missing --config FILE")
+	}
+
+	// Until the file is read, log in the format the command line asks
+	// for, so that even a config error comes out as the operator's log
+	// pipeline expects.
+	logCfg := config.Defaults().Log
+	if f := fs.Lookup("log-format"); f != nil && f.Value.String() == string(config.LogJSON) {
+		logCfg.Format = config.LogJSON
+	}
+	log := newLogger(stderr, logCfg)
+	fatal := func(err error) error {
+		log.Error("macvsw cannot run", "err", err)
+		notify(log, "STATUS=failed: "+oneLine(err))
+		return fmt.Errorf("%w: %v", errLogged, err)
+	}
+
 	load := func() (*config.Config, error) {
 		cfg, err := config.Load(*path)
 		if err != nil {
@@ -50,29 +91,40 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	cfg, err := load()
 	if err == nil {
+		log = newLogger(stderr, cfg.Log)
 		// At start every name in the file must be there; a reload instead
 		// reports the ports it could not add and tries them again later.
 		err = cfg.CheckHost(host{})
 	}
 	if err != nil {
-		return err
+		return fatal(err)
 	}
-	log := newLogger(stderr, cfg.Log)
 	if path := os.Getenv("MACVSW_CPUPROFILE"); path != "" {
 		// A debugging aid for performance work: profile the whole run.
 		f, err := os.Create(path)
 		if err != nil {
-			return fmt.Errorf("cpu profile: %w", err)
+			return fatal(fmt.Errorf("cpu profile: %w", err))
 		}
 		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("cpu profile: %w", err)
+			return fatal(fmt.Errorf("cpu profile: %w", err))
 		}
 		defer f.Close()
 		defer pprof.StopCPUProfile()
 	}
+
+	// Bind what can fail cheaply before touching the host: a metrics
+	// address in use stops the start before any tap is made.
+	var metrics *metricsServer
+	if cfg.Metrics.Listen != "" {
+		if metrics, err = listenMetrics(cfg.Metrics.Listen); err != nil {
+			return fatal(err)
+		}
+		defer metrics.close()
+	}
+	notify(log, "STATUS=starting: lower "+cfg.Lower.Interface)
 	d, err := startDaemon(cfg, log)
 	if err != nil {
-		return err
+		return fatal(err)
 	}
 	down := make(chan struct{}, 1) // `macvsw down`: clean up and exit
 	defer func() {
@@ -81,36 +133,61 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			*cleanup = true
 		default:
 		}
+		notify(log, daemonStopping, "STATUS=stopping")
 		d.shutdown(*cleanup)
 	}()
-	api, err := startAPI(d, cfg.Control, log, down)
-	if err != nil {
-		return err
-	}
-	defer api.close()
-	if cfg.Metrics.Listen != "" {
-		stopMetrics, err := startMetrics(d, cfg.Metrics.Listen, log)
-		if err != nil {
-			return err
+	if *pidfile != "" {
+		if err := writePidfile(*pidfile); err != nil {
+			return fatal(err)
 		}
-		defer stopMetrics()
+		defer removePidfile(*pidfile)
 	}
 
-	// Reloads run on their own goroutine, one at a time; the signal loop
-	// only asks for them, so SIGTERM is heard during a slow reload.
+	// Reloads come from SIGHUP and from POST /v1/reload, one at a time.
+	var reloadMu sync.Mutex
+	d.reloadFile = func() (api.ReloadReport, error) {
+		reloadMu.Lock()
+		defer reloadMu.Unlock()
+		notify(log, daemonReloading, monotonicUsec(), "STATUS=reloading "+*path)
+		defer func() { notify(log, daemonReady, "STATUS="+d.status()) }()
+		next, err := load()
+		if err != nil {
+			log.Error("reload: config rejected; still running the old one", "err", err)
+			return api.ReloadReport{}, badRequest("config rejected, still running the old one: %v", err)
+		}
+		rep, err := d.reload(next)
+		if err != nil {
+			log.Error("reload", "err", err)
+		}
+		return rep, err
+	}
+
+	a, err := startAPI(d, cfg.Control, log, down)
+	if err != nil {
+		return fatal(err)
+	}
+	defer a.close()
+	if metrics != nil {
+		if err := metrics.serve(d, log); err != nil {
+			return fatal(err)
+		}
+	}
+	attrs := []any{"lower", cfg.Lower.Interface, "ports", len(d.sw.Ports()), "queues", cfg.Lower.NumQueues(),
+		"socket", cfg.Control.Socket, "state", d.state.dir, "pid", os.Getpid()}
+	if metrics != nil {
+		attrs = append(attrs, "metrics", metrics.addr())
+	}
+	log.Info("macvsw running", attrs...)
+	notify(log, daemonReady, "STATUS="+d.status())
+
+	// The signal loop only asks for reloads, so SIGTERM is heard during a
+	// slow one.
 	reloads := make(chan struct{}, 1)
 	reloadDone := make(chan struct{})
 	go func() {
 		defer close(reloadDone)
 		for range reloads {
-			next, err := load()
-			if err != nil {
-				log.Error("reload: config rejected; still running the old one", "err", err)
-				continue
-			}
-			if _, err := d.reload(next); err != nil {
-				log.Error("reload", "err", err)
-			}
+			d.reloadFile()
 		}
 	}()
 	defer func() { close(reloads); <-reloadDone }()
@@ -129,6 +206,30 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			default: // one is already waiting
 			}
 		}
+	}
+}
+
+// oneLine joins a multi-line error (several config errors) for STATUS=.
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
+
+// writePidfile writes our PID to path (atomically: a reader never sees a
+// partial file).
+func writePidfile(path string) error {
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return fmt.Errorf("pidfile: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("pidfile: %w", err)
+	}
+	return nil
+}
+
+// removePidfile removes path if it still holds our PID.
+func removePidfile(path string) {
+	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
+		os.Remove(path)
 	}
 }
 
@@ -153,22 +254,125 @@ func newLogger(w io.Writer, c config.Log) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// cmdConfig implements "macvsw config check FILE".
+const configUsage = `macvsw config COMMAND
+
+Commands:
+  check FILE [--json]   validate FILE and check that the interfaces and
+                        namespaces it names exist (through netlink, in the
+                        namespaces themselves)
+  reference [--json]    print the config file's reference: every key, its
+                        type, default and meaning (config/REFERENCE.md)
+
+Run "macvsw config COMMAND --help" for a command's flags.`
+
+// cmdConfig implements `macvsw config check|reference`.
 func cmdConfig(args []string, stdout, stderr io.Writer) error {
-	if len(args) != 2 || args[0] != "check" {
-		fmt.Fprintln(stderr, "Usage: macvsw config check FILE\n\nValidates FILE and checks that the interfaces and namespaces it names exist.")
-		if len(args) == 1 && (args[0] == "--help" || args[0] == "-h") {
-			return flag.ErrHelp
-		}
+	if len(args) == 0 {
+		fmt.Fprintf(stderr, "macvsw config: missing command\n\nUsage: %s\n", configUsage)
 		return errUsage
 	}
-	cfg, err := config.Load(args[1])
+	switch sub, rest := args[0], args[1:]; sub {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprintf(stdout, "Usage: %s\n", configUsage)
+		return flag.ErrHelp
+	case "check":
+		return configCheck(rest, stdout, stderr)
+	case "reference":
+		return configReference(rest, stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "macvsw config: unknown command %q\n\nUsage: %s\n", sub, configUsage)
+		return errUsage
+	}
+}
+
+// checkResult is `config check --json`'s output.
+type checkResult struct {
+	File   string       `json:"file"`
+	OK     bool         `json:"ok"`
+	Ports  int          `json:"ports"`
+	Errors []checkError `json:"errors,omitempty"`
+}
+
+type checkError struct {
+	Line    int    `json:"line,omitempty"`
+	Column  int    `json:"column,omitempty"`
+	Field   string `json:"field,omitempty"`
+	Message string `json:"message"`
+}
+
+func configCheck(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("macvsw config check", `macvsw config check FILE [--json]
+
+Validates FILE as macvsw run would load it and checks, through netlink in
+the namespaces themselves, that the lower, the afpacket interfaces and the
+namespaces it names exist (run it where the daemon will run: under
+nsenter --net=..., ip netns exec or systemd's NetworkNamespacePath= alike).
+Errors name file:line:column and the key.`, stderr)
+	asJSON := fs.Bool("json", false, `print {"file", "ok", "ports", "errors": [{"line", "column", "field", "message"}]}`)
+	pos, err := parseArgs(fs, args, stdout)
 	if err != nil {
 		return err
 	}
-	if err := cfg.CheckHost(host{}); err != nil {
+	if err := wantArgs(fs, pos, 1, 1, "FILE"); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d ports)\n", args[1], len(cfg.Ports))
+	file := pos[0]
+	cfg, err := config.Load(file)
+	if err == nil {
+		err = cfg.CheckHost(host{})
+	}
+	if !*asJSON {
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: ok (%d ports)\n", file, len(cfg.Ports))
+		return nil
+	}
+	res := checkResult{File: file, OK: err == nil}
+	if err == nil {
+		res.Ports = len(cfg.Ports)
+	}
+	for _, e := range flatten(err) {
+		var fe *config.FieldError
+		if errors.As(e, &fe) {
+			res.Errors = append(res.Errors, checkError{Line: fe.Line, Column: fe.Column, Field: fe.Field, Message: fe.Err.Error()})
+		} else {
+			res.Errors = append(res.Errors, checkError{Message: e.Error()})
+		}
+	}
+	if perr := printJSON(stdout, res); perr != nil {
+		return perr
+	}
+	if err != nil {
+		return &exitErr{exitError, fmt.Errorf("%s: %d error(s)", file, len(res.Errors))}
+	}
 	return nil
+}
+
+// flatten lists the errors joined in err (errors.Join), or err itself.
+func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+func configReference(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("macvsw config reference", "macvsw config reference [--json]\n\nPrints the config file's reference (Markdown): every key, its type, default\nand meaning. Online: "+config.ReferenceURL, stderr)
+	asJSON := fs.Bool("json", false, `print {"url", "markdown"}`)
+	pos, err := parseArgs(fs, args, stdout)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(fs, pos, 0, 0, ""); err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(stdout, map[string]string{"url": config.ReferenceURL, "markdown": config.Reference})
+	}
+	_, err = io.WriteString(stdout, config.Reference)
+	return err
 }

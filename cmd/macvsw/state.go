@@ -221,15 +221,19 @@ func destroyRecorded(d stateDevice) error {
 // port and delete the taps it created, then exit; with no daemon running,
 // do the same from its state directory.
 func cmdDown(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("macvsw down", "macvsw down [--socket PATH]\n\nRemoves every port and deletes every tap macvsw created, then stops the daemon.\nWith no daemon running, deletes what its state directory (the socket's) records.", stderr)
+	fs := newFlagSet("macvsw down", `macvsw down [--json]
+
+Removes every port and deletes every tap macvsw created, then stops the
+daemon. With no daemon running, deletes what its state directory (the
+socket's directory) records.`, stderr)
 	socket := clientFlags(fs)
-	pos, err := parseInterspersed(fs, args)
+	asJSON := fs.Bool("json", false, `print {"stopped": BOOL, "deleted": [taps]}`)
+	pos, err := parseArgs(fs, args, stdout)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 0 {
-		fs.Usage()
-		return errUsage
+	if err := wantArgs(fs, pos, 0, 0, ""); err != nil {
+		return err
 	}
 	c := newClient(*socket)
 	err = c.do(ctx, "POST", "/v1/down", nil, nil)
@@ -241,6 +245,9 @@ func cmdDown(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				break
 			}
 			time.Sleep(100 * time.Millisecond)
+		}
+		if *asJSON {
+			return printJSON(stdout, map[string]any{"stopped": true, "deleted": nil})
 		}
 		fmt.Fprintln(stdout, "macvsw stopped; its ports and taps are removed")
 		return nil
@@ -258,17 +265,26 @@ func cmdDown(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	var errs []error
+	deleted := []string{}
 	for _, sp := range st.Ports {
 		if err := destroyRecorded(sp.Device); err != nil {
 			errs = append(errs, fmt.Errorf("port %q: %w", sp.Name, err))
 			continue
 		}
 		if sp.Device.Created {
-			fmt.Fprintf(stdout, "deleted tap %s in %s (port %s)\n", sp.Device.Ifname, sp.Device.Netns, sp.Name)
+			deleted = append(deleted, fmt.Sprintf("%s in %s", sp.Device.Ifname, sp.Device.Netns))
+			if !*asJSON {
+				fmt.Fprintf(stdout, "deleted tap %s in %s (port %s)\n", sp.Device.Ifname, sp.Device.Netns, sp.Name)
+			}
 		}
 	}
 	if len(errs) == 0 {
 		os.Remove(filepath.Join(dir, "ports.json"))
+	}
+	if *asJSON {
+		if err := printJSON(stdout, map[string]any{"stopped": false, "deleted": deleted}); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -464,7 +464,7 @@ func applySetup(v *netlab.Variant, setup string, macvsw bool) error {
 		}
 		deadline := time.Now().Add(5 * time.Second)
 		for {
-			out, err := exec.Command(macvswBin, "port", "show", "p1", "--socket", v.Socket).Output()
+			out, err := exec.Command(macvswBin, "port", "show", "p1", "--json", "--socket", v.Socket).Output()
 			var pv struct {
 				MAC  string `json:"mac"`
 				Link bool   `json:"link"`

@@ -46,7 +46,7 @@ func (l *controlLab) sandbox(name string) (string, error) {
 
 // show returns `macvsw port show NAME` decoded into v.
 func (l *controlLab) show(name string, v any) error {
-	out, err := exec.Command(macvswBin, "port", "show", name, "--socket", l.v.Socket).Output()
+	out, err := exec.Command(macvswBin, "port", "show", name, "--json", "--socket", l.v.Socket).Output()
 	if err != nil {
 		return step("macvsw port show "+name, err)
 	}

@@ -107,6 +107,32 @@ type Event struct {
 	Detail string    `json:"detail,omitempty"`
 }
 
+// ReloadReport is what a reload did (POST /v1/reload), port names in the
+// order the reload handled them.
+type ReloadReport struct {
+	Added   []string `json:"added"`
+	Removed []string `json:"removed"`
+	Changed []string `json:"changed"` // updated in place: the sandbox keeps its interface
+	Rebuilt []string `json:"rebuilt"` // their device changed: re-created
+	Failed  []string `json:"failed"`  // not applied; tried again at the next reload
+	// Allow says control.allow changed (applied at once).
+	Allow bool `json:"allow_changed,omitempty"`
+	// Errors says why each failed port failed.
+	Errors map[string]string `json:"errors,omitempty"`
+}
+
+func (r ReloadReport) String() string {
+	return fmt.Sprintf("added %v removed %v changed %v rebuilt %v failed %v", r.Added, r.Removed, r.Changed, r.Rebuilt, r.Failed)
+}
+
+// Reload makes the daemon reload its config file, as SIGHUP does, and
+// returns what changed. A reload refused whole is an *Error; ports that
+// could not be applied are in the report's Failed and Errors.
+func (c *Client) Reload(ctx context.Context) (ReloadReport, error) {
+	var r ReloadReport
+	return r, c.Do(ctx, "POST", "/v1/reload", nil, &r)
+}
+
 // Handoff kinds for AddPortFD: the framing of the socket handed back.
 const (
 	HandoffSeqpacket = "seqpacket" // one frame per message (gVisor's fdbased, QEMU -netdev dgram with an fd)
