@@ -147,7 +147,7 @@ func TestNetnsStormControl(t *testing.T) {
 		t.Errorf("with storm control on, the siblings' ping lost %d of 100", lost)
 	}
 	// The configuration shows, and survives in the running config.
-	if out, _, _ := m.cli("port", "show", "p2"); !strings.Contains(out, `"flood_pps": 1000`) {
+	if out, _, _ := m.cli("port", "show", "p2", "--json"); !strings.Contains(out, `"flood_pps": 1000`) {
 		t.Errorf("port show p2 does not show the limit:\n%s", out)
 	}
 	if status, body := m.api("GET", "/v1/config", ""); status != 200 || !strings.Contains(body, "flood_pps: 1000") {
@@ -220,7 +220,7 @@ func TestNetnsSpoofCheck(t *testing.T) {
 	if status, body := m.api("PATCH", "/v1/ports/p1", `{"spoofcheck": true}`); status != 200 {
 		t.Fatalf("PATCH spoofcheck: %d %s", status, body)
 	}
-	v, _, _ := m.cli("port", "show", "p1")
+	v, _, _ := m.cli("port", "show", "p1", "--json")
 	if !strings.Contains(v, `"spoofcheck": true`) || !strings.Contains(v, netlab.SandboxIP4(attacker)+"/32") {
 		t.Errorf("port show p1 does not show spoofcheck with the tap's addresses:\n%s", v)
 	}

@@ -175,6 +175,16 @@ func printPort(w io.Writer, v api.Port) {
 		row("source_macs", "%s", orDash(strings.Join(v.SourceMACs, " ")))
 		row("nodst", "%s", yesNo(v.NoDst))
 	}
+	if pol := v.Police; pol != nil {
+		row("police", "pps %d (burst %d), bps %d (burst %d bytes), flood_pps %d (burst %d)",
+			pol.PPS, pol.Burst, pol.BPS, pol.BurstBytes, pol.FloodPPS, pol.FloodBurst)
+	} else {
+		row("police", "-")
+	}
+	row("spoofcheck", "%s", yesNo(v.SpoofCheck))
+	if v.SpoofCheck {
+		row("allowed_ips", "%s", orDash(strings.Join(v.AllowedIPs, " ")))
+	}
 	tw.Flush()
 }
 
