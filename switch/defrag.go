@@ -325,16 +325,15 @@ func (s *Switch) Reassembly() Reassembly { return s.frag.cfg }
 
 // fragment is one arriving IPv4 fragment, parsed.
 type fragment struct {
-	key       fragKey
-	off, end  int    // payload range in the datagram; end is trimmed to 8 when MF
-	more, df  bool   // MF and DF
-	ecn       uint8  // 1 << (tos & 3), the kernel's ip4_frag_ecn
-	hdr       []byte // link and IP header, in a caller's buffer
-	l3off     int
-	ihl       int
-	payOff    int // where the payload starts in the frame
-	rxQueue   int
-	fragBytes int // IP header plus payload, for the DF rule
+	key      fragKey
+	off, end int    // payload range in the datagram; end is trimmed to 8 when MF
+	more, df bool   // MF and DF
+	ecn      uint8  // 1 << (tos & 3), the kernel's ip4_frag_ecn
+	hdr      []byte // link and IP header, in a caller's buffer
+	l3off    int
+	ihl      int
+	payOff   int // where the payload starts in the frame
+	rxQueue  int
 }
 
 // defragment absorbs one fragment (Receive found f.ipv4Frag on a group
@@ -355,16 +354,15 @@ func (s *Switch) defragment(pkt *stack.PacketBuffer, f *frame, rxQueue int) {
 	}
 	ff := binary.BigEndian.Uint16(l3[6:8])
 	fr := fragment{
-		off:       int(ff&0x1fff) * 8,
-		more:      ff&0x2000 != 0,
-		df:        ff&0x4000 != 0,
-		ecn:       1 << (l3[1] & 3),
-		hdr:       h[:f.l3off+ihl],
-		l3off:     f.l3off,
-		ihl:       ihl,
-		payOff:    f.l3off + ihl,
-		rxQueue:   rxQueue,
-		fragBytes: tot,
+		off:     int(ff&0x1fff) * 8,
+		more:    ff&0x2000 != 0,
+		df:      ff&0x4000 != 0,
+		ecn:     1 << (l3[1] & 3),
+		hdr:     h[:f.l3off+ihl],
+		l3off:   f.l3off,
+		ihl:     ihl,
+		payOff:  f.l3off + ihl,
+		rxQueue: rxQueue,
 	}
 	fr.end = fr.off + tot - ihl
 	copy(fr.key.src[:], l3[12:16])

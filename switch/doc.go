@@ -33,6 +33,10 @@
 //     unsubscribed group leaks to a port.
 //   - A full port queue counts the frame in rx_errors and queue_full but not
 //     in rx_packets (the kernel counts it in both).
+//   - IPv4 reassembly has a budget of its own (Options.Reassembly, the
+//     kernel's 4 MiB / 3 MiB / 30 s by default) and evicts the oldest
+//     datagrams past it, as kernels before 4.17 did, and each source
+//     address has a share it cannot exceed (BEHAVIOUR.md §9 item 18).
 //   - Frames the kernel would hand to the lower's own stack (unknown
 //     unicast, unsubscribed groups) are counted as no_port / no_member; the
 //     lower's stack sees them anyway through its own driver.
