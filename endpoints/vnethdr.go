@@ -54,7 +54,7 @@ const udpMaxSegments = 128
 const gsoByFrags = 0xffff
 
 // Bounds on what one GSO frame may cost, beyond the kernel's own checks
-// (BEHAVIOUR.md §7.4 item 10, §9 item 20). The kernel takes any gso_size
+// (BEHAVIOUR.md §7.4 item 10, §9 item 22). The kernel takes any gso_size
 // from 1 up, so a 64 KiB TSO frame with gso_size 1 from a sandbox is
 // 65,000 segments for whoever has to cut it: 20 such frames made the
 // switch write 1.3 M segments to a port without offloads.
