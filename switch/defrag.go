@@ -539,20 +539,7 @@ func (d *defragger) add(now time.Time, fr *fragment, pkt *stack.PacketBuffer, dr
 }
 
 // copyAt copies len(dst) bytes of pkt's frame, from offset off, into dst.
-func copyAt(pkt *stack.PacketBuffer, off int, dst []byte) {
-	vl, voff := pkt.AsViewList()
-	off += voff
-	n := 0
-	for v := vl.Front(); v != nil && n < len(dst); v = v.Next() {
-		b := v.AsSlice()
-		if off >= len(b) {
-			off -= len(b)
-			continue
-		}
-		n += copy(dst[n:], b[off:])
-		off = 0
-	}
-}
+func copyAt(pkt *stack.PacketBuffer, off int, dst []byte) { CopyFrame(pkt, off, dst) }
 
 // fragECN is the kernel's ip_frag_ecn_table (RFC 3168 §5.3) over the OR of
 // every fragment's 1 << ECN field: the ECN bits to set on the datagram,

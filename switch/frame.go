@@ -45,18 +45,23 @@ type frame struct {
 	hash      uint32
 }
 
-// peek copies up to len(buf) leading bytes of pkt's frame into buf without
-// allocating or pulling up shared chunks, and returns how many it copied.
-func peek(pkt *stack.PacketBuffer, buf []byte) int {
-	vl, off := pkt.AsViewList()
+// peek copies up to len(buf) leading bytes of pkt's frame into buf.
+func peek(pkt *stack.PacketBuffer, buf []byte) int { return CopyFrame(pkt, 0, buf) }
+
+// CopyFrame copies up to len(dst) bytes of pkt's frame, from offset off,
+// into dst without allocating or pulling up shared chunks, and returns
+// how many it copied.
+func CopyFrame(pkt *stack.PacketBuffer, off int, dst []byte) int {
+	vl, voff := pkt.AsViewList()
+	off += voff
 	n := 0
-	for v := vl.Front(); v != nil && n < len(buf); v = v.Next() {
+	for v := vl.Front(); v != nil && n < len(dst); v = v.Next() {
 		b := v.AsSlice()
 		if off >= len(b) {
 			off -= len(b)
 			continue
 		}
-		n += copy(buf[n:], b[off:])
+		n += copy(dst[n:], b[off:])
 		off = 0
 	}
 	return n

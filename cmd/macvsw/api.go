@@ -570,7 +570,7 @@ func (a *apiServer) capture(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		b := make([]byte, n)
-		peekPacket(pkt, b)
+		vswitch.CopyFrame(pkt, 0, b)
 		select {
 		case frames <- rec{time.Now(), size, b}:
 		default:
@@ -630,20 +630,7 @@ func (a *apiServer) capture(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// peekPacket copies the first len(dst) bytes of pkt's frame into dst.
-func peekPacket(pkt *stack.PacketBuffer, dst []byte) {
-	vl, off := pkt.AsViewList()
-	n := 0
-	for v := vl.Front(); v != nil && n < len(dst); v = v.Next() {
-		b := v.AsSlice()
-		if off >= len(b) {
-			off -= len(b)
-			continue
-		}
-		n += copy(dst[n:], b[off:])
-		off = 0
-	}
-}
+
 
 // pcapWriter writes the classic libpcap format: what tcpdump, tshark and
 // Wireshark read (pcap-savefile(5)).
