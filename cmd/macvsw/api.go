@@ -630,8 +630,6 @@ func (a *apiServer) capture(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-
-
 // pcapWriter writes the classic libpcap format: what tcpdump, tshark and
 // Wireshark read (pcap-savefile(5)).
 type pcapWriter struct {
