@@ -327,14 +327,25 @@ func (s *Switch) checkStateLocked(p *Port, st portState, op string) error {
 	if st.up && st.mode != ModePassthru {
 		// macvlan_open: the address must not be the lower's or an up
 		// sibling's (BEHAVIOUR.md §5.1).
-		if st.mac == s.lowerMAC {
-			return portErr(name, op, "mac", ErrAddrInUse, "%v is the lower's address", st.mac)
+		if err := s.macBusyLocked(p, op, st.mac, true); err != nil {
+			return err
 		}
-		if q := s.macOwnerLocked(st.mac, p); q != nil {
-			e := portErr(name, op, "mac", ErrAddrInUse, "%v is used by up port %q", st.mac, q.name)
-			e.(*PortError).Other = q.name
-			return e
-		}
+	}
+	return nil
+}
+
+// macBusyLocked refuses m for port p when an up sibling uses it, or (with
+// lower) when it is the lower's: ErrAddrInUse, naming the other port.
+//
+// Preconditions: s.mu is held.
+func (s *Switch) macBusyLocked(p *Port, op string, m MAC, lower bool) error {
+	if lower && m == s.lowerMAC {
+		return portErr(p.name, op, "mac", ErrAddrInUse, "%v is the lower's address", m)
+	}
+	if q := s.macOwnerLocked(m, p); q != nil {
+		e := portErr(p.name, op, "mac", ErrAddrInUse, "%v is used by up port %q", m, q.name)
+		e.(*PortError).Other = q.name
+		return e
 	}
 	return nil
 }
@@ -409,13 +420,8 @@ func (s *Switch) applyLocked(p *Port, c PortChange) (portState, string, error) {
 		if m != st.mac && st.mode != ModePassthru {
 			// A busy address is refused even while the port is down
 			// (macvlan_set_mac_address).
-			if m == s.lowerMAC {
-				return st, op, portErr(p.name, op, "mac", ErrAddrInUse, "%v is the lower's address", m)
-			}
-			if q := s.macOwnerLocked(m, p); q != nil {
-				e := portErr(p.name, op, "mac", ErrAddrInUse, "%v is used by up port %q", m, q.name)
-				e.(*PortError).Other = q.name
-				return st, op, e
+			if err := s.macBusyLocked(p, op, m, true); err != nil {
+				return st, op, err
 			}
 		}
 		st.mac = m
@@ -591,11 +597,9 @@ func (s *Switch) SetLinkUp(p *Port, up bool) error {
 		return portErr(p.name, "link", "", ErrNotFound, "port was removed")
 	}
 	if up && p.linkDown && p.st.up && p.st.mode != ModePassthru {
-		if q := s.macOwnerLocked(p.st.mac, p); q != nil {
+		if err := s.macBusyLocked(p, "link up", p.st.mac, false); err != nil {
 			s.mu.Unlock()
-			e := portErr(p.name, "link up", "mac", ErrAddrInUse, "%v is used by up port %q", p.st.mac, q.name)
-			e.(*PortError).Other = q.name
-			return e
+			return err
 		}
 	}
 	changed := p.linkDown == up
