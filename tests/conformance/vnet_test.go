@@ -3,6 +3,7 @@ package conformance
 import (
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"testing"
@@ -169,7 +170,11 @@ func macvtapWrite(t *testing.T, b []byte) (ok bool, werr, err error) {
 		return false, nil, step("create the namespace", err)
 	}
 	if err := lab.IPs(ns, "link add d0 type veth peer name d1", "link set d0 up", "link set d1 up",
-		"link add link d0 name mvt0 type macvtap mode bridge", "link set mvt0 up"); err != nil {
+		// A fresh namespace numbers its links from 1, and /dev/tapIFINDEX
+		// is global: the previous case's macvtap (index 4 too), whose
+		// namespace the kernel tears down asynchronously, would take the
+		// node with it. A unique index gives each case its own node.
+		fmt.Sprintf("link add link d0 name mvt0 index %d type macvtap mode bridge", 1000+rand.IntN(1<<20)), "link set mvt0 up"); err != nil {
 		return false, nil, step("create the macvtap", err)
 	}
 	out, err := lab.Exec(ns, "cat", "/sys/class/net/mvt0/ifindex")
