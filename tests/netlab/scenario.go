@@ -210,16 +210,21 @@ func BuildMacvsw(prefix, bin, dir string, hairpin bool, specs []SandboxSpec) (*V
 		return v, err
 	}
 	for i := range specs {
-		if err := topo.WaitLink(v.Sandboxes[i], "eth0", 10*time.Second); err != nil {
+		if err := topo.WaitLink(v.Sandboxes[i], "eth0", startTimeout); err != nil {
 			return v, fmt.Errorf("%w\nmacvsw log:\n%s", err, v.Log.String())
 		}
 	}
 	return v, nil
 }
 
+// startTimeout bounds the waits for the daemon to start and to stop:
+// seconds on an idle machine, and a loaded one (tests running beside
+// QEMU guests, -race) must not fail them.
+const startTimeout = 30 * time.Second
+
 // StartDaemon starts the macvsw daemon on the variant's config (again,
 // after StopDaemon or KillDaemon) and waits until its control socket
-// answers, at most 10 s.
+// answers, at most startTimeout.
 func (v *Variant) StartDaemon() error {
 	if v.Daemon != nil {
 		return fmt.Errorf("macvsw is already running")
@@ -229,14 +234,14 @@ func (v *Variant) StartDaemon() error {
 		return err
 	}
 	v.Daemon = d
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(startTimeout)
 	for {
 		if c, err := net.Dial("unix", v.Socket); err == nil {
 			c.Close()
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("macvsw's control socket does not answer after 10s\n%s", v.Log.String())
+			return fmt.Errorf("macvsw's control socket does not answer after %v\n%s", startTimeout, v.Log.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -259,7 +264,7 @@ func (v *Variant) StopDaemon() error {
 	}
 	d := v.Daemon
 	v.Daemon = nil
-	if err := Stop(d, 10*time.Second); err != nil {
+	if err := Stop(d, startTimeout); err != nil {
 		return fmt.Errorf("macvsw did not exit cleanly: %w", err)
 	}
 	return nil
