@@ -420,4 +420,3 @@ capture:
 		t.Error("macvsw down left p3's tap behind")
 	}
 }
-
