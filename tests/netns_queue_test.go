@@ -62,6 +62,16 @@ func flows(t *testing.T, lab *netlab.Lab, from, to, dst string, n int, tag strin
 	}
 	done := make(chan struct{})
 	go func() { rcv.Wait(); close(done) }()
+	// However flows ends (t.Fatal included), the receiver is gone and
+	// waited for before it returns: the lab never waits for it twice.
+	defer func() {
+		select {
+		case <-done:
+		default:
+			rcv.Process.Kill()
+			<-done
+		}
+	}()
 	if !waitFor(30*time.Second, func() bool { return strings.HasPrefix(out.String(), "ready\n") }) {
 		t.Fatalf("receiver not ready after 30 s: %q", out.String())
 	}
