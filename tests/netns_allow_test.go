@@ -91,6 +91,7 @@ func TestNetnsControlAllowList(t *testing.T) {
 		{"changing its port", "PATCH", "/v1/ports/sb-1", `{"mtu": 1400}`, 200, ""},
 		{"capturing", "GET", "/v1/ports/sb-1/capture?count=1", "", 403, "control.allow.captures"},
 		{"stopping the daemon", "POST", "/v1/down", "", 403, "root only"},
+		{"reloading the daemon", "POST", "/v1/reload", "", 403, "root only"},
 		{"deleting its port", "DELETE", "/v1/ports/sb-vm", "", 200, ""},
 	}
 	for _, c := range cases {

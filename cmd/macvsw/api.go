@@ -324,7 +324,12 @@ func (a *apiServer) routes() http.Handler {
 		}
 		return map[string]string{"status": "stopping: every port removed, every tap macvsw created deleted"}, nil
 	}))
-	mux.HandleFunc("POST /v1/reload", a.wrap(a.handleReload))
+	mux.HandleFunc("POST /v1/reload", a.wrap(func(w http.ResponseWriter, r *http.Request) (any, error) {
+		if err := a.policyOf(r).rootOnly("POST /v1/reload"); err != nil {
+			return nil, err
+		}
+		return a.handleReload(w, r)
+	}))
 	mux.HandleFunc("GET /v1/events", a.wrap(func(_ http.ResponseWriter, r *http.Request) (any, error) {
 		return a.d.events.list(r.URL.Query().Get("port")), nil
 	}))
