@@ -11,13 +11,13 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/macvsw/macvsw/endpoints"
 	"github.com/macvsw/macvsw/switch/counters"
 	"github.com/macvsw/macvsw/tests/netlab"
+	"github.com/macvsw/macvsw/tests/testenv"
 )
 
 // notifySocket is a fake systemd: the unixgram socket NOTIFY_SOCKET names,
@@ -301,8 +301,7 @@ func TestNetnsNsenter(t *testing.T) {
 
 	d := nsenter("run", "--config", m.ConfigPath)
 	d.Stdout, d.Stderr = m.Log, m.Log
-	d.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := d.Start(); err != nil {
+	if err := testenv.StartWithParent(d); err != nil {
 		t.Fatal(err)
 	}
 	stopped := false

@@ -22,6 +22,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/macvsw/macvsw/tests/testenv"
 )
 
 // Lab is a set of namespaces sharing a unique name prefix.
@@ -166,8 +168,7 @@ func (l *Lab) Veth(nsA, a, nsB, b string) error {
 func (l *Lab) Start(ns string, stdout, stderr io.Writer, args ...string) (*exec.Cmd, error) {
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := testenv.StartWithParent(cmd); err != nil {
 		return nil, err
 	}
 	l.mu.Lock()

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/macvsw/macvsw/tests/netlab"
+	"github.com/macvsw/macvsw/tests/testenv"
 )
 
 // DefaultArgs is the container's long-lived process when Config.Args is
@@ -174,14 +175,14 @@ func (s *Sandbox) statePID(ctx context.Context) (int, error) {
 }
 
 // Command returns `runsc exec ID args...` for the caller to set up and run
-// (stdin is empty unless set). The caller owns the process; Exec and Spawn
+// (stdin is empty unless set). The caller owns the process and starts it
+// with testenv.StartWithParent, so it dies with the test; Exec and Spawn
 // are the usual ways in.
 func (s *Sandbox) Command(ctx context.Context, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, s.runsc, s.cmdArgs(append([]string{"exec", s.ID}, args...)...)...)
 	// runsc exec passes SIGTERM on to the process in the sandbox.
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 5 * time.Second
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	return cmd
 }
 
@@ -192,7 +193,7 @@ func (s *Sandbox) Exec(ctx context.Context, args ...string) (string, error) {
 	cmd := s.Command(ctx, args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
+	if err := testenv.RunWithParent(cmd); err != nil {
 		return out.String(), fmt.Errorf("runsc exec %s: %w: %s", strings.Join(args, " "), err, tail(out.String(), 2000))
 	}
 	return out.String(), nil
@@ -217,7 +218,7 @@ func (s *Sandbox) Spawn(args ...string) (*Proc, error) {
 	if s.closed {
 		return nil, errors.New("sandbox closed")
 	}
-	if err := p.Cmd.Start(); err != nil {
+	if err := testenv.StartWithParent(p.Cmd); err != nil {
 		return nil, err
 	}
 	s.procs = append(s.procs, p)

@@ -14,7 +14,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"sort"
+	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -110,4 +113,49 @@ func PackageList() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// StartWithParent starts cmd so that the kernel kills it (SIGKILL) when
+// the test process dies, even by SIGKILL or a timeout's panic.
+//
+// Pdeathsig alone is not enough in Go: the kernel sends it when the
+// *thread* that forked the child exits, and the Go runtime ends any thread
+// whose goroutine exits while locked to it (every test helper that enters a
+// namespace with runtime.LockOSThread and never comes back does that). A
+// child forked from such a thread would be killed mid-test. So every start
+// goes through one goroutine that locks its thread and never returns.
+func StartWithParent(cmd *exec.Cmd) error {
+	launcherOnce.Do(func() { go launcher() })
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	errc := make(chan error, 1)
+	launches <- launch{cmd, errc}
+	return <-errc
+}
+
+// RunWithParent is StartWithParent followed by Wait.
+func RunWithParent(cmd *exec.Cmd) error {
+	if err := StartWithParent(cmd); err != nil {
+		return err
+	}
+	return cmd.Wait()
+}
+
+type launch struct {
+	cmd  *exec.Cmd
+	errc chan error
+}
+
+var (
+	launcherOnce sync.Once
+	launches     = make(chan launch)
+)
+
+func launcher() {
+	runtime.LockOSThread() // never unlocked, never exits
+	for l := range launches {
+		l.errc <- l.cmd.Start()
+	}
 }

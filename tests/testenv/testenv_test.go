@@ -1,10 +1,14 @@
 package testenv
 
 import (
+	"errors"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestHelperNeedsTool is run by TestSkipOrFail in a child process; on
@@ -54,3 +58,57 @@ func TestPackageList(t *testing.T) {
 		}
 	}
 }
+
+// TestStartWithParentSurvivesThreadExits: a child forked by a thread that
+// then exits (a goroutine locked to it returned) gets its Pdeathsig and
+// dies: the hazard. A child started by StartWithParent lives on through
+// the same thread exits.
+func TestStartWithParentSurvivesThreadExits(t *testing.T) {
+	if _, err := exec.LookPath("sleep"); err != nil {
+		t.Skip("no sleep(1)")
+	}
+	ours := exec.Command("sleep", "30")
+	if err := StartWithParent(ours); err != nil {
+		t.Fatal(err)
+	}
+	defer ours.Process.Kill()
+
+	// The runtime wedges the main thread instead of ending it, so fork
+	// from a locked goroutine that is not on it.
+	var direct *exec.Cmd
+	for direct == nil {
+		cmd := exec.Command("sleep", "30")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		errc := make(chan error)
+		go func() {
+			runtime.LockOSThread() // the thread ends with this goroutine
+			if syscall.Gettid() == syscall.Getpid() {
+				errc <- errMainThread
+				return
+			}
+			errc <- cmd.Start()
+		}()
+		switch err := <-errc; err {
+		case nil:
+			direct = cmd
+		case errMainThread:
+		default:
+			t.Fatal(err)
+		}
+	}
+	defer direct.Process.Kill()
+	exited := make(chan error, 1)
+	go func() { exited <- direct.Wait() }()
+	select {
+	case err := <-exited:
+		t.Logf("child forked from a thread that ended: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("child forked from a thread that ended still runs: the hazard this guards against is gone")
+	}
+	var ws syscall.WaitStatus
+	if pid, err := syscall.Wait4(ours.Process.Pid, &ws, syscall.WNOHANG, nil); err != nil || pid != 0 {
+		t.Fatalf("child started by StartWithParent died with a thread: wait4 = %d, %v, status %v", pid, err, ws)
+	}
+}
+
+var errMainThread = errors.New("on the main thread")

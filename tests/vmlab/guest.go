@@ -18,8 +18,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/macvsw/macvsw/tests/testenv"
 )
 
 // QEMU is the emulator Boot runs unless Options.QEMU says otherwise.
@@ -247,9 +248,8 @@ func Start(ctx context.Context, opts Options) (_ *Guest, err error) {
 	g.cmd.ExtraFiles = opts.ExtraFiles
 	// QEMU dies with this process; ip netns exec execs QEMU in place, so the
 	// PID is QEMU's.
-	g.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	g.started = time.Now()
-	if err := g.cmd.Start(); err != nil {
+	if err := testenv.StartWithParent(g.cmd); err != nil {
 		return nil, fmt.Errorf("vmlab: %s: starting qemu: %w", opts.Name, err)
 	}
 	go func() {
