@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"runtime"
 	"slices"
+	"time"
 
 	vswitch "github.com/macvsw/macvsw/switch"
 )
@@ -42,6 +43,8 @@ const (
 	// DefaultPortQueues is one queue per port: enough unless the guest
 	// behind a tap runs multi-queue virtio-net.
 	DefaultPortQueues = 1
+	// MaxBusyPoll bounds ports[].busy_poll (endpoints.MaxBusyPoll).
+	MaxBusyPoll = 100 * time.Millisecond
 	// MaxPortQueues is the switch's limit, MAX_TAP_QUEUES.
 	MaxPortQueues = vswitch.MaxQueues
 	// DefaultPortQueueLen is the per-queue bound in frames, the same order
@@ -189,6 +192,10 @@ type Port struct {
 	// "allowed_ips"; for a tap port, default its tap.addresses).
 	SpoofCheck bool
 	AllowedIPs []netip.Prefix
+	// BusyPoll is how long the port's readers poll an empty queue before
+	// they park (key "busy_poll", 0..MaxBusyPoll; 0: park at once). It
+	// trades CPU for latency; see BEHAVIOUR.md.
+	BusyPoll time.Duration
 
 	Tap      *TapPort
 	AFPacket *AFPacketPort

@@ -324,6 +324,18 @@ ports:
     allowed_ips: [10.0.0.300]
     tap: {netns: /var/run/netns/a}
 `, ErrInvalidValue, `t.yaml:5:19: ports[0].allowed_ips[0]: bad address "10.0.0.300"`, nil},
+	{"busy_poll too long", `lower: {interface: eth0}
+ports:
+  - name: p0
+    busy_poll: 1s
+    tap: {netns: /var/run/netns/a}
+`, ErrInvalidValue, "t.yaml:4:5: ports[0].busy_poll: 1s is outside 0..100ms", nil},
+	{"busy_poll not a duration", `lower: {interface: eth0}
+ports:
+  - name: p0
+    busy_poll: fast
+    tap: {netns: /var/run/netns/a}
+`, ErrInvalidValue, `t.yaml:4:5: ports[0].busy_poll: bad duration "fast"`, nil},
 	{"bad rate", `lower: {interface: eth0}
 ports:
   - name: p0
@@ -977,7 +989,7 @@ func TestParsePortIfname(t *testing.T) {
 
 func TestMarshalPortRoundTrip(t *testing.T) {
 	in := `{"name": "p1", "mode": "source", "mac": "02:00:00:00:00:07", "mtu": 1400, "source_macs": ["02:00:00:00:00:09"],
-		"nodst": true, "allmulticast": false, "multicast": ["01:00:5e:00:00:01"],
+		"nodst": true, "allmulticast": false, "multicast": ["01:00:5e:00:00:01"], "busy_poll": "50us",
 		"tap": {"netns": "/var/run/netns/x", "ifname": "eth0", "addresses": ["10.0.0.2/24"], "adopt": true,
 		"routes": [{"to": "0.0.0.0/0", "via": "10.0.0.1", "metric": 5}]}}`
 	p, err := ParsePort("request", []byte(in))
@@ -992,7 +1004,7 @@ func TestMarshalPortRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ParsePort(MarshalPort) = %v\n%s", err, b)
 	}
-	if !portEqual(&p, &q) {
+	if !portEqual(&p, &q) || q.BusyPoll != 50*time.Microsecond {
 		t.Errorf("round trip:\n%+v\n%+v\n%s", p, q, b)
 	}
 }

@@ -106,7 +106,8 @@ func portEqual(a, b *Port) bool {
 		a.Queues != b.Queues || a.QueueLen != b.QueueLen || a.AllMulticast != b.AllMulticast ||
 		!slices.Equal(a.Multicast, b.Multicast) || !slices.Equal(a.SourceMACs, b.SourceMACs) ||
 		a.NoDst != b.NoDst || a.NoPromisc != b.NoPromisc || a.BCQueueLen != b.BCQueueLen ||
-		a.Police != b.Police || a.SpoofCheck != b.SpoofCheck || !slices.Equal(a.AllowedIPs, b.AllowedIPs) {
+		a.Police != b.Police || a.SpoofCheck != b.SpoofCheck || !slices.Equal(a.AllowedIPs, b.AllowedIPs) ||
+		a.BusyPoll != b.BusyPoll {
 		return false
 	}
 	return SameDevice(a, b)

@@ -68,6 +68,7 @@ type (
 		BCQueueLen   int           `yaml:"bcqueuelen"`
 		Police       *filePolice   `yaml:"police,omitempty"`
 		SpoofCheck   bool          `yaml:"spoofcheck,omitempty"`
+		BusyPoll     string        `yaml:"busy_poll,omitempty"`
 		AllowedIPs   []string      `yaml:"allowed_ips,omitempty"`
 		Tap          *fileTap      `yaml:"tap,omitempty"`
 		AFPacket     *fileAFPacket `yaml:"afpacket,omitempty"`
@@ -172,6 +173,9 @@ func filePortOf(p Port, fp filePort) filePort {
 		fp.Police = (*filePolice)(&p.Police)
 	}
 	fp.SpoofCheck = p.SpoofCheck
+	if p.BusyPoll != 0 {
+		fp.BusyPoll = p.BusyPoll.String()
+	}
 	for _, a := range p.AllowedIPs {
 		fp.AllowedIPs = append(fp.AllowedIPs, a.String())
 	}

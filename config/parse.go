@@ -859,6 +859,7 @@ func (d *decoder) port(n *yaml.Node, path string, p *Port) {
 		{"nodst", d.boolean(&p.NoDst)},
 		{"nopromisc", d.boolean(&p.NoPromisc)},
 		{"bcqueuelen", d.integer(&p.BCQueueLen)},
+		{"busy_poll", d.duration(&p.BusyPoll)},
 		{"police", func(v *yaml.Node, path string) {
 			pol := &p.Police
 			d.mapping(v, path, []field{

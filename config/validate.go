@@ -305,6 +305,9 @@ func validatePort(k *checker, p *Port, base string) {
 		validateSocket(k, so, at)
 	}
 	validatePolice(k, &p.Police, at)
+	if p.BusyPoll < 0 || p.BusyPoll > MaxBusyPoll {
+		k.fail(at("busy_poll"), ErrInvalidValue, "%v is outside 0..%v", p.BusyPoll, MaxBusyPoll)
+	}
 	if len(p.AllowedIPs) > 0 && !p.SpoofCheck {
 		k.fail(at("allowed_ips"), ErrConflict, "needs spoofcheck: true")
 	}

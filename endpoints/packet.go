@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/macvsw/macvsw/switch/counters"
 	"golang.org/x/sys/unix"
@@ -282,6 +283,7 @@ func (p *Packet) openSocketsHere(ifindex int) (fds []int, rings []*rxRing, err e
 		// Belt and braces: also ignore outgoing per socket (4.20+); the
 		// fanout flag is what counts once the socket is in the group.
 		_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
+		setSocketBusyPoll(fd, p.BusyPoll())
 		sa := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifindex}
 		if err := unix.Bind(fd, sa); err != nil {
 			return fds, rings, fmt.Errorf("af_packet %q: bind: %w", p.ifname, err)
@@ -486,6 +488,31 @@ func (p *Packet) firstFDLocked() int {
 		return -1
 	}
 	return q.fd
+}
+
+// SetBusyPoll is the engine's SetBusyPoll, and SO_BUSY_POLL on the open
+// sockets as well as on those opened later.
+func (p *Packet) SetBusyPoll(d time.Duration) {
+	p.engine.SetBusyPoll(d)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, q := range p.queueList() {
+		q.wmu.Lock()
+		if q.fd >= 0 {
+			setSocketBusyPoll(q.fd, p.BusyPoll())
+		}
+		q.wmu.Unlock()
+	}
+}
+
+// setSocketBusyPoll sets SO_BUSY_POLL to d in µs and, with it, asks the
+// kernel to prefer busy polling over interrupts (SO_PREFER_BUSY_POLL). A
+// kernel or device without busy polling ignores it; errors are not
+// fatal: the reader's own polling (SetBusyPoll) works without.
+func setSocketBusyPoll(fd int, d time.Duration) {
+	us := int(d / time.Microsecond)
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_BUSY_POLL, us)
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PREFER_BUSY_POLL, min(us, 1))
 }
 
 func (p *Packet) setFilter(cur map[[6]byte]struct{}, want [][6]byte, typ uint16) error {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -30,6 +32,12 @@ type pollWaiter struct {
 	f  *os.File
 	rc syscall.RawConn
 
+	// busy is the engine's busy-poll time (ns): how long wait tries the
+	// FD in a loop before it parks. stopped ends such a loop.
+	busy    *atomic.Int64
+	polled  *atomic.Uint64 // counts the waits that polling answered
+	stopped atomic.Bool
+
 	// Per-call state for the preallocated callbacks, so a read allocates
 	// nothing. Only the waiter's reader goroutine uses them.
 	iov     []unix.Iovec
@@ -40,7 +48,7 @@ type pollWaiter struct {
 	recvmmF func(uintptr) bool
 }
 
-func newPollWaiter(fd int) (*pollWaiter, error) {
+func newPollWaiter(fd int, busy *atomic.Int64, polled *atomic.Uint64) (*pollWaiter, error) {
 	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("dup fd %d: %w", fd, err)
@@ -55,7 +63,7 @@ func newPollWaiter(fd int) (*pollWaiter, error) {
 		f.Close()
 		return nil, err
 	}
-	w := &pollWaiter{fd: fd, f: f, rc: rc}
+	w := &pollWaiter{fd: fd, f: f, rc: rc, busy: busy, polled: polled}
 	w.readvF = func(uintptr) bool {
 		r, _, e := unix.RawSyscall(unix.SYS_READV, uintptr(w.fd), uintptr(unsafe.Pointer(&w.iov[0])), uintptr(len(w.iov)))
 		return w.done(r, e)
@@ -82,7 +90,10 @@ func (w *pollWaiter) done(r uintptr, e unix.Errno) bool {
 }
 
 // Stop ends the reader's current or next wait: it then returns -1.
-func (w *pollWaiter) Stop() { w.f.SetReadDeadline(time.Unix(1, 0)) }
+func (w *pollWaiter) Stop() {
+	w.stopped.Store(true)
+	w.f.SetReadDeadline(time.Unix(1, 0))
+}
 
 // Close releases the waiter's FD. Call it after the reader has returned.
 func (w *pollWaiter) Close() { w.f.Close() }
@@ -102,6 +113,9 @@ func (w *pollWaiter) recvmmsg(hdrs []rawfile.MMsgHdr) (int, unix.Errno) {
 }
 
 func (w *pollWaiter) wait(f func(uintptr) bool) (int, unix.Errno) {
+	if d := w.busy.Load(); d > 0 && w.poll(f, time.Duration(d)) {
+		return w.n, w.errno
+	}
 	if err := w.rc.Read(f); err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, os.ErrClosed) {
 			return -1, 0
@@ -113,4 +127,30 @@ func (w *pollWaiter) wait(f func(uintptr) bool) (int, unix.Errno) {
 		return 0, unix.EIO
 	}
 	return w.n, w.errno
+}
+
+// pollYield is how many empty tries poll makes between yields to the Go
+// scheduler, so that goroutines made ready meanwhile (another queue's
+// reader, the control plane) still run on this P.
+const pollYield = 16
+
+// poll tries f until it reports a result or d has passed, without
+// parking. It reports whether f did.
+func (w *pollWaiter) poll(f func(uintptr) bool, d time.Duration) bool {
+	start := time.Now()
+	for i := 1; !w.stopped.Load(); i++ {
+		if f(uintptr(w.fd)) {
+			if i > 1 { // found after an empty try: a park saved
+				w.polled.Add(1)
+			}
+			return true
+		}
+		if i%pollYield == 0 {
+			if time.Since(start) >= d {
+				return false
+			}
+			runtime.Gosched()
+		}
+	}
+	return false
 }

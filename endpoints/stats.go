@@ -116,6 +116,7 @@ type queueCounters struct {
 	vnetErrors  [numVnetReasons]atomic.Uint64
 	segmented   atomic.Uint64
 	checksummed atomic.Uint64
+	busyPolled  atomic.Uint64 // reads that found frames while busy polling
 	failures    atomic.Uint64
 	lastError   atomic.Pointer[string]
 }
@@ -162,6 +163,7 @@ func (c *queueCounters) snapshot(idx int, state QueueState) counters.EndpointQue
 		VnetErrors:  counters.NewDrops(vnetNames, vn[:]),
 		Segmented:   c.segmented.Load(),
 		Checksummed: c.checksummed.Load(),
+		BusyPolled:  c.busyPolled.Load(),
 		Failures:    c.failures.Load(),
 	}
 	if e := c.lastError.Load(); e != nil {

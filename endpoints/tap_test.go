@@ -565,3 +565,58 @@ func openFDs(t *testing.T) int {
 	}
 	return len(ents)
 }
+
+// TestTapBusyPoll: with busy polling on, a frame that arrives while the
+// reader polls is read without parking (counted in busy_polled), frames
+// are delivered as without it, and stopping the endpoint ends a poll.
+// Off, nothing is counted.
+func TestTapBusyPoll(t *testing.T) {
+	goroutineLeakCheck(t)
+	frame := vnetWrite(VnetHdr{}, 12, frameSpec{udp: true, payload: 16}.build())
+	send := func(t *testing.T, tap *Tap, dev int, rec *recorder, n int) {
+		t.Helper()
+		for i := 0; i < n; i++ {
+			if _, err := unix.Write(dev, frame); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for len(rec.snapshot()) < i+1 && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		if got := len(rec.snapshot()); got != n {
+			t.Fatalf("delivered %d frames, want %d", got, n)
+		}
+	}
+
+	t.Run("on", func(t *testing.T) {
+		tap, dev := socketpairTap(t, TapOptions{})
+		tap.SetBusyPoll(time.Hour) // clamped
+		if got := tap.BusyPoll(); got != MaxBusyPoll {
+			t.Fatalf("BusyPoll() = %v after SetBusyPoll(1h), want %v", got, MaxBusyPoll)
+		}
+		rec := newRecorder()
+		tap.Attach(rec)
+		// The reader polls for 100 ms after each frame: the next ones,
+		// 1 ms apart, are found by polling.
+		send(t, tap, dev, rec, 10)
+		if got := tap.Stats().Total().BusyPolled; got == 0 {
+			t.Errorf("busy_polled = 0 after 10 frames 1 ms apart with a 100 ms poll")
+		}
+		// Stop the reader in the middle of its poll; the leak check
+		// sees that it returned.
+		start := time.Now()
+		tap.Attach(nil)
+		tap.Close()
+		t.Logf("stopped a polling reader in %v (poll time %v)", time.Since(start), MaxBusyPoll)
+	})
+	t.Run("off", func(t *testing.T) {
+		tap, dev := socketpairTap(t, TapOptions{})
+		rec := newRecorder()
+		tap.Attach(rec)
+		send(t, tap, dev, rec, 10)
+		if got := tap.Stats().Total().BusyPolled; got != 0 {
+			t.Errorf("busy_polled = %d with busy polling off", got)
+		}
+	})
+}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/macvsw/macvsw/bridge"
 	"github.com/macvsw/macvsw/cmd/macvsw/api"
@@ -352,6 +353,7 @@ func (d *daemon) addPort(pc config.Port, origin string, owner *portOwner, rec *s
 // addEndpoint adds a port on an open endpoint; on error the caller still
 // owns ep.
 func (d *daemon) addEndpoint(pc config.Port, origin string, owner *portOwner, ep stack.LinkEndpoint, dev stateDevice) error {
+	setBusyPoll(ep, pc.BusyPoll)
 	if _, err := d.sw.AddPort(pc.SwitchConfig(), ep, bridge.PortOptions{}); err != nil {
 		return err
 	}
@@ -391,6 +393,19 @@ func (d *daemon) removePort(name string) error {
 	return nil
 }
 
+// busyPoller is an endpoint whose readers can busy poll (every OS
+// endpoint of package endpoints).
+type busyPoller interface{ SetBusyPoll(time.Duration) }
+
+// setBusyPoll applies a port's busy_poll to its endpoint, if it polls.
+func setBusyPoll(ep stack.LinkEndpoint, d time.Duration) bool {
+	bp, ok := ep.(busyPoller)
+	if ok {
+		bp.SetBusyPoll(d)
+	}
+	return ok
+}
+
 // portConfig returns a running port's config entry: the switch's state and
 // its device.
 func (d *daemon) portConfig(p *bridge.Port) (config.Port, *runPort, bool) {
@@ -402,6 +417,7 @@ func (d *daemon) portConfig(p *bridge.Port) (config.Port, *runPort, bool) {
 	}
 	pc := config.PortOf(p.Core().Config())
 	pc.Tap, pc.AFPacket, pc.Socket = rp.entry.Tap, rp.entry.AFPacket, rp.entry.Socket
+	pc.BusyPoll = rp.entry.BusyPoll
 	return pc, rp, true
 }
 
@@ -523,7 +539,11 @@ func (d *daemon) reload(next *config.Config) (reloadReport, error) {
 		want, have := *next.Port(name), *fileCur.Port(name)
 		if config.SameDevice(&have, &want) {
 			c := portChange(have, want)
+			polled := have.BusyPoll != want.BusyPoll && d.setPortBusyPoll(name, want.BusyPoll)
 			if reflect.ValueOf(c).IsZero() {
+				if polled {
+					rep.Changed = append(rep.Changed, name)
+				}
 				continue // the file says what the switch already does
 			}
 			if err := d.sw.Update(name, c); err != nil {
@@ -554,6 +574,18 @@ func (d *daemon) reload(next *config.Config) (reloadReport, error) {
 	d.log.Info("reloaded", "added", rep.Added, "removed", rep.Removed, "changed", rep.Changed, "rebuilt", rep.Rebuilt, "failed", rep.Failed)
 	d.events.add(bridge.Event{Type: "reload", Detail: rep.String()})
 	return rep, errors.Join(errs...)
+}
+
+// setPortBusyPoll changes a running port's busy_poll in place.
+func (d *daemon) setPortBusyPoll(name string, bp time.Duration) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	rp, ok := d.ports[name]
+	if !ok || !setBusyPoll(rp.ep, bp) {
+		return false
+	}
+	rp.entry.BusyPoll = bp
+	return true
 }
 
 // reloadReport says what a reload did.

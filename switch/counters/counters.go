@@ -233,6 +233,9 @@ type EndpointQueue struct {
 	// on receive); Checksummed partial checksums completed.
 	Segmented   uint64 `json:"segmented"`
 	Checksummed uint64 `json:"checksummed"`
+	// BusyPolled counts reads that found frames while the reader busy
+	// polled (SetBusyPoll): wake-ups the polling saved.
+	BusyPolled uint64 `json:"busy_polled"`
 	// Failures counts FD errors that took the queue down; LastError is the
 	// last of them, empty if none.
 	Failures  uint64 `json:"failures"`
@@ -266,6 +269,7 @@ func (e Endpoint) Total() EndpointQueue {
 		t.VnetErrors = t.VnetErrors.add(q.VnetErrors)
 		t.Segmented += q.Segmented
 		t.Checksummed += q.Checksummed
+		t.BusyPolled += q.BusyPolled
 		t.Failures += q.Failures
 		if q.LastError != "" {
 			t.LastError = q.LastError

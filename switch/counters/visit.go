@@ -78,6 +78,7 @@ var (
 	MEPVnet        = metric(Counter, "endpoint_vnet_errors_total", "virtio-net headers refused, by queue and reason.", "port", "queue", "reason")
 	MEPSegmented   = metric(Counter, "endpoint_segmented_total", "Super-frames segmented in software, by queue.", "port", "queue")
 	MEPChecksummed = metric(Counter, "endpoint_checksummed_total", "Partial checksums completed in software, by queue.", "port", "queue")
+	MEPBusyPolled  = metric(Counter, "endpoint_busy_polled_total", "Reads that found frames while the reader busy polled, by queue.", "port", "queue")
 	MEPQueueUp     = metric(Gauge, "endpoint_queue_up", "1 if the endpoint queue's FD is open and working.", "port", "queue")
 	MEPFailures    = metric(Counter, "endpoint_failures_total", "FD errors that took an endpoint queue down.", "port", "queue")
 	MEPConnects    = metric(Counter, "endpoint_connects_total", "Peers a socket port accepted.", "port")
@@ -176,6 +177,7 @@ func (s *Snapshot) Visit(v Visitor) {
 			visitDrops(v, MEPVnet, q.VnetErrors, n, qi)
 			c(MEPSegmented, q.Segmented, n, qi)
 			c(MEPChecksummed, q.Checksummed, n, qi)
+			c(MEPBusyPolled, q.BusyPolled, n, qi)
 			v(MEPQueueUp, b2f(q.State == "up"), n, qi)
 			c(MEPFailures, q.Failures, n, qi)
 		}
