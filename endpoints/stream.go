@@ -117,7 +117,7 @@ func newStreamWriter(q *fdQueue) writer {
 }
 
 func (w *streamWriter) write(fd int, pkts []*stack.PacketBuffer) (int, unix.Errno, tcpip.Error) {
-	e, c := w.q.e, &w.q.c
+	c := &w.q.c
 	if len(w.pending) > 0 {
 		if e := w.flushPending(fd); e != 0 && e != unix.EAGAIN {
 			c.txDrops[DropTxError].Add(uint64(len(pkts)))
@@ -128,55 +128,20 @@ func (w *streamWriter) write(fd int, pkts []*stack.PacketBuffer) (int, unix.Errn
 			return 0, 0, &tcpip.ErrWouldBlock{}
 		}
 	}
-	mtu := int(e.mtu.Load())
-	sent := 0
-	var terr tcpip.Error
 	w.iovs, w.sizes, w.spans = w.iovs[:0], w.sizes[:0], w.spans[:0]
-	flush := func() unix.Errno {
-		k, broken, err := w.flush(fd)
-		sent += k
-		if err != nil {
-			terr = err
-		}
-		return broken
-	}
-	for i, pkt := range pkts {
-		frameLen := pkt.Size()
-		h, act, reason := e.plan(pkt, peekPacket(w.s.head[:], pkt), frameLen)
-		if act == txDirect {
-			k := len(w.sizes)
-			binary.BigEndian.PutUint32(w.lens[k][:], uint32(frameLen))
-			start := len(w.iovs)
-			w.iovs = rawfile.AppendIovecFromBytes(w.iovs, w.lens[k][:], rawfile.MaxIovs)
-			w.iovs = appendFrame(w.iovs, pkt)
-			w.sizes = append(w.sizes, 4+frameLen)
-			w.spans = append(w.spans, [2]int{start, len(w.iovs)})
-			if len(w.sizes) == streamBatch || len(w.iovs) > rawfile.MaxIovs-64 {
-				if broken := flush(); broken != 0 {
-					c.txDrops[DropTxError].Add(uint64(len(pkts) - i - 1))
-					return sent, broken, terr
-				}
-			}
-			continue
-		}
-		// A software fallback: keep order by flushing the batch first;
-		// each segment goes out after its length.
-		if broken := flush(); broken != 0 {
-			c.txDrops[DropTxError].Add(uint64(len(pkts) - i))
-			return sent, broken, terr
-		}
-		ok, broken, err := w.s.sendOne(c, fd, 0, mtu, pkt, frameLen, h, act, reason, w.sendFramed)
-		if ok {
-			sent++
-		} else if err != nil {
-			terr = err
-		}
-		if broken != 0 {
-			c.txDrops[DropTxError].Add(uint64(len(pkts) - i - 1))
-			return sent, broken, terr
-		}
-	}
-	return sent, flush(), terr
+	return writeBatched(w.q, &w.s, fd, 0, pkts, w, w.sendFramed)
+}
+
+// add queues one frame, after its length, for the next writev.
+func (w *streamWriter) add(_ VnetHdr, pkt *stack.PacketBuffer, frameLen int) bool {
+	k := len(w.sizes)
+	binary.BigEndian.PutUint32(w.lens[k][:], uint32(frameLen))
+	start := len(w.iovs)
+	w.iovs = rawfile.AppendIovecFromBytes(w.iovs, w.lens[k][:], rawfile.MaxIovs)
+	w.iovs = appendFrame(w.iovs, pkt)
+	w.sizes = append(w.sizes, 4+frameLen)
+	w.spans = append(w.spans, [2]int{start, len(w.iovs)})
+	return len(w.sizes) == streamBatch || len(w.iovs) > rawfile.MaxIovs-64
 }
 
 // flush writes the queued frames with one writev and counts each.

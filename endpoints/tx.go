@@ -271,13 +271,32 @@ func newMMsgWriter(q *fdQueue) writer {
 }
 
 func (w *mmsgWriter) write(fd int, pkts []*stack.PacketBuffer) (int, unix.Errno, tcpip.Error) {
-	e, c := w.q.e, &w.q.c
+	w.reset()
+	return writeBatched(w.q, &w.s, fd, w.q.e.hdrSize, pkts, w, writevFD)
+}
+
+// batcher is a writer that queues frames and writes them out together
+// (sendmmsg, a stream's writev); writeBatched runs the loop around it.
+type batcher interface {
+	// add queues a frame that goes out as it is and reports whether the
+	// batch is now full.
+	add(h VnetHdr, pkt *stack.PacketBuffer, frameLen int) (full bool)
+	// flush writes the queued frames out and counts each.
+	flush(fd int) (int, unix.Errno, tcpip.Error)
+}
+
+// writeBatched writes pkts through b: frames that go out as they are are
+// queued and flushed whenever b is full and at the end; a frame that needs
+// a software fallback goes out alone with send, after what was queued
+// before it, so the order holds. Once the FD is broken the rest is
+// counted tx_error.
+func writeBatched(q *fdQueue, s *txScratch, fd, hdrSize int, pkts []*stack.PacketBuffer, b batcher, send sendFunc) (int, unix.Errno, tcpip.Error) {
+	e, c := q.e, &q.c
 	mtu := int(e.mtu.Load())
 	sent := 0
 	var terr tcpip.Error
-	w.reset()
 	flush := func() unix.Errno {
-		k, broken, err := w.flush(fd)
+		k, broken, err := b.flush(fd)
 		sent += k
 		if err != nil {
 			terr = err
@@ -286,10 +305,9 @@ func (w *mmsgWriter) write(fd int, pkts []*stack.PacketBuffer) (int, unix.Errno,
 	}
 	for i, pkt := range pkts {
 		frameLen := pkt.Size()
-		h, act, reason := e.plan(pkt, peekPacket(w.s.head[:], pkt), frameLen)
+		h, act, reason := e.plan(pkt, peekPacket(s.head[:], pkt), frameLen)
 		if act == txDirect {
-			w.add(h, pkt, frameLen)
-			if len(w.mmsg) == mmsgTxBatch {
+			if b.add(h, pkt, frameLen) {
 				if broken := flush(); broken != 0 {
 					c.txDrops[DropTxError].Add(uint64(len(pkts) - i - 1))
 					return sent, broken, terr
@@ -297,12 +315,11 @@ func (w *mmsgWriter) write(fd int, pkts []*stack.PacketBuffer) (int, unix.Errno,
 			}
 			continue
 		}
-		// A software fallback: keep order by flushing the batch first.
 		if broken := flush(); broken != 0 {
 			c.txDrops[DropTxError].Add(uint64(len(pkts) - i))
 			return sent, broken, terr
 		}
-		ok, broken, err := w.s.sendOne(c, fd, e.hdrSize, mtu, pkt, frameLen, h, act, reason, writevFD)
+		ok, broken, err := s.sendOne(c, fd, hdrSize, mtu, pkt, frameLen, h, act, reason, send)
 		if ok {
 			sent++
 		} else if err != nil {
@@ -321,7 +338,7 @@ func (w *mmsgWriter) reset() {
 }
 
 // add queues one frame for the next sendmmsg.
-func (w *mmsgWriter) add(h VnetHdr, pkt *stack.PacketBuffer, frameLen int) {
+func (w *mmsgWriter) add(h VnetHdr, pkt *stack.PacketBuffer, frameLen int) bool {
 	k := len(w.mmsg)
 	if len(w.hdrs) <= k {
 		w.hdrs = append(w.hdrs, [VnetHdrSize]byte{})
@@ -336,6 +353,7 @@ func (w *mmsgWriter) add(h VnetHdr, pkt *stack.PacketBuffer, frameLen int) {
 	w.mmsg = append(w.mmsg, rawfile.MMsgHdr{})
 	w.spans = append(w.spans, [2]int{start, len(w.iovs)})
 	w.lens = append(w.lens, frameLen)
+	return len(w.mmsg) == mmsgTxBatch
 }
 
 // flush sends the queued frames and counts each.

@@ -99,8 +99,8 @@ type defragger struct {
 	cfg Reassembly // with defaults; fixed at New
 	// active holds every datagram under reassembly; oldest and newest
 	// chain them in creation order, which is also expiry order.
-	active         map[fragKey]*fragDatagram
-	oldest, newest *fragDatagram
+	active map[fragKey]*fragDatagram
+	all    fragList // links: fragDatagram.age
 	// mem is the memory held, the sum of every datagram's mem; bySource
 	// has the same per source address, and each source's datagrams in
 	// creation order.
@@ -112,8 +112,59 @@ type defragger struct {
 
 // fragSource is what one source address has under reassembly.
 type fragSource struct {
-	mem            int
+	mem  int
+	list fragList // links: fragDatagram.bySrc
+}
+
+// fragList chains datagrams oldest first through one of their link pairs
+// (at picks which): every datagram, or one source's.
+type fragList struct {
 	oldest, newest *fragDatagram
+	at             func(*fragDatagram) *fragLinks
+}
+
+// fragLinks are a datagram's neighbours in one fragList.
+type fragLinks struct{ prev, next *fragDatagram }
+
+func byAge(dg *fragDatagram) *fragLinks    { return &dg.age }
+func bySource(dg *fragDatagram) *fragLinks { return &dg.bySrc }
+
+// push appends dg as the newest.
+func (l *fragList) push(dg *fragDatagram) {
+	l.at(dg).prev = l.newest
+	if l.newest != nil {
+		l.at(l.newest).next = dg
+	} else {
+		l.oldest = dg
+	}
+	l.newest = dg
+}
+
+// remove unlinks dg.
+func (l *fragList) remove(dg *fragDatagram) {
+	ln := l.at(dg)
+	if ln.prev != nil {
+		l.at(ln.prev).next = ln.next
+	} else {
+		l.oldest = ln.next
+	}
+	if ln.next != nil {
+		l.at(ln.next).prev = ln.prev
+	} else {
+		l.newest = ln.prev
+	}
+	*ln = fragLinks{}
+}
+
+// evict drops the oldest datagrams other than keep while over() holds.
+func (l *fragList) evict(keep *fragDatagram, over func() bool, drop func(*fragDatagram)) {
+	for dg := l.oldest; dg != nil && over(); {
+		next := l.at(dg).next
+		if dg != keep {
+			drop(dg)
+		}
+		dg = next
+	}
 }
 
 // fragKey identifies a datagram, as the kernel's frag_v4_compare_key
@@ -128,9 +179,8 @@ type fragKey struct {
 type fragDatagram struct {
 	key            fragKey
 	created        time.Time
-	prev, next     *fragDatagram // creation order
-	srcPrev        *fragDatagram // creation order among its source's
-	srcNext        *fragDatagram
+	age            fragLinks   // creation order, in defragger.all
+	bySrc          fragLinks   // creation order among its source's
 	hdr            []byte      // link and IP header of the offset-0 fragment; nil until it came
 	l3off, ihl     int         // of hdr
 	data           []byte      // payload of every fragment held, in arrival order
@@ -165,6 +215,7 @@ func (dg *fragDatagram) size() int {
 func (d *defragger) init(cfg Reassembly) {
 	d.cfg = cfg.WithDefaults()
 	d.active = make(map[fragKey]*fragDatagram)
+	d.all = fragList{at: byAge}
 	d.bySource = make(map[[4]byte]*fragSource)
 }
 
@@ -184,8 +235,8 @@ func (d *defragger) counts() fragCounts {
 func (d *defragger) flush(drops *dropCounters) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for d.oldest != nil {
-		d.dropLocked(d.oldest, DropRemoved, 0, drops)
+	for d.all.oldest != nil {
+		d.dropLocked(d.all.oldest, DropRemoved, 0, drops)
 	}
 }
 
@@ -194,7 +245,7 @@ func (d *defragger) flush(drops *dropCounters) {
 //
 // Preconditions: d.mu is held.
 func (d *defragger) expireLocked(now time.Time, drops *dropCounters) {
-	for dg := d.oldest; dg != nil && now.Sub(dg.created) >= d.cfg.Timeout; dg = d.oldest {
+	for dg := d.all.oldest; dg != nil && now.Sub(dg.created) >= d.cfg.Timeout; dg = d.all.oldest {
 		d.dropLocked(dg, DropDefragTimeout, 0, drops)
 	}
 }
@@ -214,25 +265,13 @@ func (d *defragger) dropLocked(dg *fragDatagram, why DropReason, extra uint64, d
 // Preconditions: d.mu is held.
 func (d *defragger) linkLocked(dg *fragDatagram) {
 	d.active[dg.key] = dg
-	dg.prev = d.newest
-	if d.newest != nil {
-		d.newest.next = dg
-	} else {
-		d.oldest = dg
-	}
-	d.newest = dg
+	d.all.push(dg)
 	src := d.bySource[dg.key.src]
 	if src == nil {
-		src = &fragSource{}
+		src = &fragSource{list: fragList{at: bySource}}
 		d.bySource[dg.key.src] = src
 	}
-	dg.srcPrev = src.newest
-	if src.newest != nil {
-		src.newest.srcNext = dg
-	} else {
-		src.oldest = dg
-	}
-	src.newest = dg
+	src.list.push(dg)
 	d.charge(dg, dg.size())
 }
 
@@ -242,31 +281,12 @@ func (d *defragger) linkLocked(dg *fragDatagram) {
 func (d *defragger) removeLocked(dg *fragDatagram) {
 	d.charge(dg, -dg.mem)
 	delete(d.active, dg.key)
-	if dg.prev != nil {
-		dg.prev.next = dg.next
-	} else {
-		d.oldest = dg.next
-	}
-	if dg.next != nil {
-		dg.next.prev = dg.prev
-	} else {
-		d.newest = dg.prev
-	}
+	d.all.remove(dg)
 	src := d.bySource[dg.key.src]
-	if dg.srcPrev != nil {
-		dg.srcPrev.srcNext = dg.srcNext
-	} else {
-		src.oldest = dg.srcNext
-	}
-	if dg.srcNext != nil {
-		dg.srcNext.srcPrev = dg.srcPrev
-	} else {
-		src.newest = dg.srcPrev
-	}
-	if src.oldest == nil {
+	src.list.remove(dg)
+	if src.list.oldest == nil {
 		delete(d.bySource, dg.key.src)
 	}
-	dg.prev, dg.next, dg.srcPrev, dg.srcNext = nil, nil, nil, nil
 	d.pending -= dg.frags
 }
 
@@ -284,13 +304,9 @@ func (d *defragger) charge(dg *fragDatagram, delta int) {
 //
 // Preconditions: d.mu is held.
 func (d *defragger) evictLocked(low int, keep *fragDatagram, drops *dropCounters) {
-	for dg := d.oldest; dg != nil && d.mem > low; {
-		next := dg.next
-		if dg != keep {
-			d.dropLocked(dg, DropDefragOverflow, 0, drops)
-		}
-		dg = next
-	}
+	d.all.evict(keep, func() bool { return d.mem > low }, func(dg *fragDatagram) {
+		d.dropLocked(dg, DropDefragOverflow, 0, drops)
+	})
 }
 
 // evictSourceLocked drops the oldest datagrams of keep's source, other
@@ -300,13 +316,9 @@ func (d *defragger) evictLocked(low int, keep *fragDatagram, drops *dropCounters
 // Preconditions: d.mu is held.
 func (d *defragger) evictSourceLocked(max int, keep *fragDatagram, drops *dropCounters) {
 	src := d.bySource[keep.key.src]
-	for dg := src.oldest; dg != nil && src.mem > max; {
-		next := dg.srcNext
-		if dg != keep {
-			d.dropLocked(dg, DropDefragSourceLimit, 0, drops)
-		}
-		dg = next
-	}
+	src.list.evict(keep, func() bool { return src.mem > max }, func(dg *fragDatagram) {
+		d.dropLocked(dg, DropDefragSourceLimit, 0, drops)
+	})
 }
 
 // ExpireFragments drops the fragments of datagrams that have waited longer

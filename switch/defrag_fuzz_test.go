@@ -118,7 +118,7 @@ func checkDefragBooks(t testing.TB, s *Switch) {
 	defer d.mu.Unlock()
 	mem, n := 0, 0
 	var pending uint64
-	for dg := d.oldest; dg != nil; dg = dg.next {
+	for dg := d.all.oldest; dg != nil; dg = dg.age.next {
 		n++
 		if d.active[dg.key] != dg {
 			t.Fatalf("datagram %+v listed but not in the table", dg.key)
@@ -126,7 +126,7 @@ func checkDefragBooks(t testing.TB, s *Switch) {
 		if dg.mem != dg.size() {
 			t.Fatalf("datagram %+v charged %d, holds %d", dg.key, dg.mem, dg.size())
 		}
-		if dg.next != nil && dg.next.created.Before(dg.created) {
+		if dg.age.next != nil && dg.age.next.created.Before(dg.created) {
 			t.Fatal("creation order broken")
 		}
 		mem += dg.mem
@@ -144,7 +144,7 @@ func checkDefragBooks(t testing.TB, s *Switch) {
 	n = 0
 	for addr, src := range d.bySource {
 		sm := 0
-		for dg := src.oldest; dg != nil; dg = dg.srcNext {
+		for dg := src.list.oldest; dg != nil; dg = dg.bySrc.next {
 			if dg.key.src != addr {
 				t.Fatalf("datagram of %v in %v's list", dg.key.src, addr)
 			}
