@@ -510,7 +510,15 @@ func (a *apiServer) macaddr(_ http.ResponseWriter, r *http.Request) (any, error)
 const (
 	captureBuffer = 4 << 20
 	maxCaptures   = 8
+	// captureSmall is the size of the recycled copies (captureBufs) that
+	// frames up to it are copied into: every frame at a standard MTU, so
+	// a capture allocates per frame only for super-frames.
+	captureSmall = 2048
 )
+
+// captureBufs recycles the captureSmall-byte copies between the data path
+// that fills them and the capture that writes them out.
+var captureBufs = sync.Pool{New: func() any { return new([captureSmall]byte) }}
 
 // capture streams the port's frames as pcap (LINKTYPE_ETHERNET) until the
 // client goes away. ?count=N stops after N frames, ?seconds=N after N
@@ -559,9 +567,10 @@ func (a *apiServer) capture(w http.ResponseWriter, r *http.Request) {
 		a.capMu.Unlock()
 	}()
 	type rec struct {
-		ts   time.Time
-		orig int
-		data []byte
+		ts    time.Time
+		orig  int
+		data  []byte
+		small *[captureSmall]byte // data's memory when recycled
 	}
 	frames := make(chan rec, 4096)
 	var buffered atomic.Int64
@@ -574,13 +583,22 @@ func (a *apiServer) capture(w http.ResponseWriter, r *http.Request) {
 			dropped.Add(1)
 			return
 		}
-		b := make([]byte, n)
-		vswitch.CopyFrame(pkt, 0, b)
+		r := rec{ts: time.Now(), orig: size}
+		if n <= captureSmall {
+			r.small = captureBufs.Get().(*[captureSmall]byte)
+			r.data = r.small[:n]
+		} else {
+			r.data = make([]byte, n)
+		}
+		vswitch.CopyFrame(pkt, 0, r.data)
 		select {
-		case frames <- rec{time.Now(), size, b}:
+		case frames <- r:
 		default:
 			buffered.Add(-int64(n))
 			dropped.Add(1)
+			if r.small != nil {
+				captureBufs.Put(r.small)
+			}
 		}
 	})
 	if err != nil {
@@ -621,7 +639,11 @@ func (a *apiServer) capture(w http.ResponseWriter, r *http.Request) {
 			return
 		case f := <-frames:
 			buffered.Add(-int64(len(f.data)))
-			if err := pw.record(f.ts, f.orig, f.data); err != nil {
+			err := pw.record(f.ts, f.orig, f.data)
+			if f.small != nil {
+				captureBufs.Put(f.small)
+			}
+			if err != nil {
 				return
 			}
 			captured++
