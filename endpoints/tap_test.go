@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -619,4 +620,29 @@ func TestTapBusyPoll(t *testing.T) {
 			t.Errorf("busy_polled = %d with busy polling off", got)
 		}
 	})
+}
+
+// TestNetnsTapDeviceDrops: frames the sandbox sends while nobody reads the
+// tap overflow its queue; the tap counts them as tx_dropped, and the
+// endpoint's stats report the same number (DeviceDrops).
+func TestNetnsTapDeviceDrops(t *testing.T) {
+	requireNetns(t)
+	tap, ns, path := newTestTap(t, 1, TapOptions{})
+	nsRun(t, ns, "ip", "neigh", "replace", "10.77.0.2", "lladdr", net.HardwareAddr(peerMAC).String(), "dev", "mvtap0")
+	sock := udpSocket(t, path, "10.77.0.1:9999")
+	for i := 0; i < 3000; i++ { // the queue holds txqueuelen (1000) frames
+		if _, err := sock.WriteTo([]byte("unread"), &net.UDPAddr{IP: net.IP(peerIP[:]), Port: 4444}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := strconv.ParseUint(strings.TrimSpace(nsRun(t, ns, "cat", "/sys/class/net/mvtap0/statistics/tx_dropped")), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want < 1000 {
+		t.Fatalf("tap tx_dropped = %d after 3000 unread frames, want ≥ 1000", want)
+	}
+	if got := tap.Stats().DeviceDrops; got != want {
+		t.Errorf("Stats().DeviceDrops = %d, tap tx_dropped = %d", got, want)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/macvsw/macvsw/switch/counters"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -324,3 +325,29 @@ func (d *tapDevice) stop() {
 
 // NetNSGone reports whether the tap's namespace went away.
 func (t *Tap) NetNSGone() bool { return t.dev.nsGone.Load() }
+
+// Stats is the engine's counters and the tap device's tx_dropped
+// (DeviceDrops), read from the kernel at each call.
+func (t *Tap) Stats() counters.Endpoint {
+	s := t.engine.Stats()
+	s.DeviceDrops = t.deviceTxDropped()
+	return s
+}
+
+// deviceTxDropped returns the tap netdev's tx_dropped, or 0 when the tap
+// has no known interface (adopted FDs) or netlink cannot say.
+func (t *Tap) deviceTxDropped() uint64 {
+	if t.ifindex == 0 || t.dev.nsGone.Load() {
+		return 0
+	}
+	h, err := t.ns.handle()
+	if err != nil {
+		return 0
+	}
+	defer h.Close()
+	l, err := t.ns.link(h, t.Name(), t.ifindex)
+	if err != nil || l.Attrs().Statistics == nil {
+		return 0
+	}
+	return l.Attrs().Statistics.TxDropped
+}

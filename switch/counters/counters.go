@@ -250,7 +250,11 @@ type Endpoint struct {
 	// its interface came back; Connects counts peers a socket port took.
 	Reopens  uint64 `json:"reopens,omitempty"`
 	Connects uint64 `json:"connects,omitempty"`
-	Refused  Drops  `json:"refused,omitempty"` // connections or peers refused, by reason
+	// DeviceDrops is a tap's tx_dropped: frames its sandbox sent that the
+	// tap dropped because the switch had not read its queue in time (tun
+	// gives the sender no backpressure).
+	DeviceDrops uint64 `json:"device_drops,omitempty"`
+	Refused     Drops  `json:"refused,omitempty"` // connections or peers refused, by reason
 }
 
 // Total sums every queue (State is "up" if any queue is).

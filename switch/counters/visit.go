@@ -81,6 +81,7 @@ var (
 	MEPBusyPolled  = metric(Counter, "endpoint_busy_polled_total", "Reads that found frames while the reader busy polled, by queue.", "port", "queue")
 	MEPQueueUp     = metric(Gauge, "endpoint_queue_up", "1 if the endpoint queue's FD is open and working.", "port", "queue")
 	MEPFailures    = metric(Counter, "endpoint_failures_total", "FD errors that took an endpoint queue down.", "port", "queue")
+	MEPDevDrops    = metric(Counter, "endpoint_device_drops_total", "Frames the sandbox sent that its tap dropped, unread by the switch (the tap's tx_dropped).", "port")
 	MEPConnects    = metric(Counter, "endpoint_connects_total", "Peers a socket port accepted.", "port")
 	MEPRefused     = metric(Counter, "endpoint_refused_total", "Connections or frames a socket port refused, by reason.", "port", "reason")
 )
@@ -181,6 +182,7 @@ func (s *Snapshot) Visit(v Visitor) {
 			v(MEPQueueUp, b2f(q.State == "up"), n, qi)
 			c(MEPFailures, q.Failures, n, qi)
 		}
+		c(MEPDevDrops, p.Endpoint.DeviceDrops, n)
 		c(MEPConnects, p.Endpoint.Connects, n)
 		visitDrops(v, MEPRefused, p.Endpoint.Refused, n)
 	}
