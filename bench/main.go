@@ -5,6 +5,7 @@
 //	go run ./bench                          # as root; about 8 minutes
 //	go run ./bench -rounds 1 -duration 3s   # a quick look
 //	go run ./bench -variants kernel,tap,tap-poll -json out.json
+//	go run ./bench -base /tmp/macvsw-old -variants kernel,tap-base,tap
 //
 // Variants, each on a fresh lab (tests/netlab, BEHAVIOUR.md §8.1) with four
 // sandbox namespaces:
@@ -15,7 +16,9 @@
 //	          direction, no switching logic (sandboxes 0 and 1 only)
 //	tap       macvsw, bridge mode, tap ports with virtio-net offloads
 //	tap-poll  the same with busy_poll (-busy-poll) on every port
+//	tap-rt    tap with the daemon's threads SCHED_RR (run --realtime 10)
 //	afpacket  macvsw, bridge mode, AF_PACKET ports over veth pairs
+//	tap-base  tap with the binary given by -base, to compare two builds
 //
 // Measurements (sandbox 0 sends to sandbox 1): iperf3 TCP with 1 and 4
 // streams and over IPv6; UDP with 64-byte frames as fast as iperf3 sends
@@ -78,10 +81,11 @@ var (
 	pings    = flag.Int("pings", 500, "pings for each RTT figure (5 ms apart)")
 	rounds   = flag.Int("rounds", 3, "rounds; every figure is the median over them")
 	jsonOut  = flag.String("json", "", "also write every round's results as JSON to this file")
-	variants = flag.String("variants", "kernel,bridge,copier,tap,tap-poll", "variants to run, in this order each round")
+	variants = flag.String("variants", "kernel,bridge,copier,tap,tap-rt", "variants to run, in this order each round")
 	queues   = flag.Int("queues", 1, "queues per macvsw port")
 	busyPoll = flag.Duration("busy-poll", 50*time.Microsecond, "busy_poll of every port in the tap-poll variant")
 	bin      = flag.String("macvsw", "", "macvsw binary (default: build ./cmd/macvsw)")
+	baseBin  = flag.String("base", "", "a second macvsw binary (an older build) for the variant tap-base: before and after in one run")
 	copierB  = flag.String("copier", "", "copier binary (default: build ./bench/copier)")
 	only     = flag.String("only", "tcp1,tcp4,tcp6,udp,ping,loadping", "measurements to run")
 )
@@ -284,7 +288,7 @@ func setup(lab *netlab.Lab, name string) (*variant, error) {
 				return nil, err
 			}
 		}
-	case "tap", "tap-poll", "afpacket":
+	case "tap", "tap-poll", "tap-base", "tap-rt", "afpacket":
 		cfg := fmt.Sprintf("lower: {interface: %s, queues: 1}\ncontrol: {socket: /run/%s/macvsw.sock}\nlog: {level: warn}\nports:\n", netlab.Lower, lab.Prefix)
 		for i := range v.sb {
 			cfg += fmt.Sprintf("  - {name: p%d, mode: bridge, mac: %s, queues: %d, ", i, netlab.SandboxMAC(i), *queues)
@@ -309,7 +313,18 @@ func setup(lab *netlab.Lab, name string) (*variant, error) {
 			return nil, err
 		}
 		defer os.Remove(path) // read at start-up
-		d, err := lab.Start(topo.SW, os.Stderr, os.Stderr, *bin, "run", "--config", path)
+		exe := *bin
+		if name == "tap-base" {
+			if *baseBin == "" {
+				return nil, fmt.Errorf("variant tap-base needs -base")
+			}
+			exe = *baseBin
+		}
+		args := []string{exe, "run", "--config", path}
+		if name == "tap-rt" {
+			args = append(args, "--realtime", "10")
+		}
+		d, err := lab.Start(topo.SW, os.Stderr, os.Stderr, args...)
 		if err != nil {
 			return nil, err
 		}

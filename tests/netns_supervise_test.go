@@ -299,7 +299,7 @@ func TestNetnsNsenter(t *testing.T) {
 		}
 	}
 
-	d := nsenter("run", "--config", m.ConfigPath)
+	d := nsenter("run", "--config", m.ConfigPath, "--realtime", "5")
 	d.Stdout, d.Stderr = m.Log, m.Log
 	if err := testenv.StartWithParent(d); err != nil {
 		t.Fatal(err)
@@ -326,6 +326,22 @@ func TestNetnsNsenter(t *testing.T) {
 	}
 	if !m.reaches(m.Sandboxes[0], netlab.SandboxIP4(1)) || !m.reaches(m.Sandboxes[1], netlab.HostIP4) {
 		t.Error("no traffic through the daemon started under nsenter")
+	}
+	// --realtime 5: every thread, those started after the flag took
+	// effect included, runs SCHED_RR (policy 2) at priority 5.
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", d.Process.Pid))
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", d.Process.Pid, task.Name()))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+		if prio, policy := f[37], f[38]; policy != "2" || prio != "5" {
+			t.Errorf("thread %s: policy %s rt_priority %s, want SCHED_RR (2) at 5", task.Name(), policy, prio)
+		}
+	}
+	if len(tasks) < 2 || !strings.Contains(m.Log.String(), "real-time scheduling") {
+		t.Errorf("%d threads; log:\n%s", len(tasks), m.Log.String())
 	}
 	stopped = true
 	if err := netlab.Stop(d, 10*time.Second); err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/macvsw/macvsw/cmd/macvsw/api"
 	"github.com/macvsw/macvsw/config"
 	"github.com/macvsw/macvsw/endpoints"
+	"golang.org/x/sys/unix"
 )
 
 // errLogged marks an error `run` has already logged, in the configured
@@ -56,6 +57,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	path := fs.String("config", "", "config file (YAML; macvsw config reference)")
 	pidfile := fs.String("pidfile", "", "write the daemon's PID to PATH once it runs; removed on exit")
 	cleanup := fs.Bool("cleanup", false, "on exit, remove every port and delete the taps macvsw created (default: leave them for the next start)")
+	realtime := fs.Int("realtime", 0, "run every thread SCHED_RR at this priority (1-99; 0: the normal scheduler); see README, Performance")
 	over := config.RegisterFlags(fs)
 	pos, err := parseArgs(fs, args, stdout)
 	if err != nil {
@@ -66,6 +68,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if *path == "" {
 		return usageFail(fs, "missing --config FILE")
+	}
+	if *realtime < 0 || *realtime > 99 {
+		return usageFail(fs, "--realtime %d: want 0 (off) or a priority in 1..99", *realtime)
 	}
 
 	// Until the file is read, log in the format the command line asks
@@ -98,6 +103,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if err != nil {
 		return fatal(err)
+	}
+	if *realtime > 0 {
+		n, err := setRealtime(*realtime)
+		if err != nil {
+			return fatal(fmt.Errorf("--realtime: %w", err))
+		}
+		log.Info("real-time scheduling", "policy", "SCHED_RR", "priority", *realtime, "threads", n)
 	}
 	if path := os.Getenv("MACVSW_CPUPROFILE"); path != "" {
 		// A debugging aid for performance work: profile the whole run.
@@ -375,4 +387,46 @@ func configReference(args []string, stdout, stderr io.Writer) error {
 	}
 	_, err = io.WriteString(stdout, config.Reference)
 	return err
+}
+
+// setRealtime puts every thread of the process under SCHED_RR at prio and
+// returns how many it set. Threads the runtime starts later inherit the
+// policy from the thread that creates them, which is then one of these;
+// the walk runs until a pass finds no thread left to set, so a thread
+// born during a pass is not missed.
+//
+// Why: the switch's readers are woken by the sandboxes' frames. Under the
+// normal scheduler a woken reader waits for a CPU that the sandboxes'
+// own processes hold; SCHED_RR runs it at once (BEHAVIOUR.md and README,
+// Performance, give the figures). The kernel's RT throttling
+// (sched_rt_runtime_us) still leaves the rest of the machine 5 % of
+// each CPU if the switch is saturated.
+func setRealtime(prio int) (int, error) {
+	set := map[int]bool{}
+	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_RR, Priority: uint32(prio)}
+	for pass := 0; pass < 10; pass++ {
+		entries, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return len(set), err
+		}
+		fresh := 0
+		for _, e := range entries {
+			tid, err := strconv.Atoi(e.Name())
+			if err != nil || set[tid] {
+				continue
+			}
+			if err := unix.SchedSetAttr(tid, &attr, 0); err != nil {
+				if err == unix.ESRCH {
+					continue // the thread exited
+				}
+				return len(set), fmt.Errorf("sched_setattr thread %d SCHED_RR %d: %w", tid, prio, err)
+			}
+			set[tid] = true
+			fresh++
+		}
+		if fresh == 0 {
+			return len(set), nil
+		}
+	}
+	return len(set), nil
 }
