@@ -45,6 +45,8 @@ type Variant struct {
 	Daemon     *exec.Cmd
 	Log        *SyncBuffer
 	ConfigPath string
+	// Args are extra `macvsw run` flags for the next StartDaemon.
+	Args       []string
 	bin        string
 	ConfigText string
 	Socket     string
@@ -229,7 +231,8 @@ func (v *Variant) StartDaemon() error {
 	if v.Daemon != nil {
 		return fmt.Errorf("macvsw is already running")
 	}
-	d, err := v.Lab.Start(v.Topo.SW, v.Log, v.Log, v.bin, "run", "--config", v.ConfigPath)
+	args := append([]string{v.bin, "run", "--config", v.ConfigPath}, v.Args...)
+	d, err := v.Lab.Start(v.Topo.SW, v.Log, v.Log, args...)
 	if err != nil {
 		return err
 	}
