@@ -36,9 +36,9 @@ func cmdDemoNetns(ctx context.Context, stdout, stderr io.Writer, keep, asJSON bo
 	var rows []reachRow
 	for i, mode := range modes {
 		specs := []netlab.SandboxSpec{{Mode: mode.String()}, {Mode: mode.String()}, {Mode: mode.String()}}
-		fmt.Fprintf(stderr, "demo: %s mode: kernel macvlan...\n", mode)
 		kernel := map[string]bool{}
 		k, err := netlab.BuildKernel("mvsdemo", true, specs)
+		fmt.Fprintf(stderr, "demo: %s mode: kernel macvlan, in namespaces %s-*...\n", mode, k.Lab.Prefix)
 		if err == nil {
 			for _, p := range demoProbes {
 				if ctx.Err() != nil {
@@ -56,8 +56,8 @@ func cmdDemoNetns(ctx context.Context, stdout, stderr io.Writer, keep, asJSON bo
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		fmt.Fprintf(stderr, "demo: %s mode: macvsw on tap ports...\n", mode)
 		m, err := netlab.BuildMacvsw("mvsdemo", self, dir, true, specs)
+		fmt.Fprintf(stderr, "demo: %s mode: macvsw on tap ports, in namespaces %s-*...\n", mode, m.Lab.Prefix)
 		if err != nil {
 			m.Close()
 			return fmt.Errorf("macvsw lab: %w", err)

@@ -64,9 +64,17 @@ func TestDemoNetns(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "probes match kernel macvlan") {
 		t.Fatalf("macvsw demo: %v\n%s", err, out)
 	}
+	// The demo's own namespaces, by the prefixes it printed: other demos
+	// may run on this machine meanwhile.
+	prefixes := regexp.MustCompile(`in namespaces (mvsdemo[0-9a-f]+)-\*`).FindAllStringSubmatch(string(out), -1)
+	if len(prefixes) != 6 {
+		t.Fatalf("the demo named %d labs, want 6 (3 modes, kernel and macvsw):\n%s", len(prefixes), out)
+	}
 	ns, _ := exec.Command("ip", "netns", "list").Output()
-	if strings.Contains(string(ns), "mvsdemo") {
-		t.Errorf("demo left namespaces behind:\n%s", ns)
+	for _, p := range prefixes {
+		if strings.Contains(string(ns), p[1]+"-") {
+			t.Errorf("demo left namespaces %s-* behind:\n%s", p[1], ns)
+		}
 	}
 	if ps, _ := exec.Command("pgrep", "-f", bin).Output(); len(ps) > 0 {
 		t.Errorf("demo left processes behind: %s", ps)
