@@ -21,7 +21,8 @@
 //	tap-base  tap with the binary given by -base, to compare two builds
 //
 // Measurements (sandbox 0 sends to sandbox 1): iperf3 TCP with 1 and 4
-// streams and over IPv6; UDP with 64-byte frames as fast as iperf3 sends
+// streams and over IPv6, and from sandbox 0 to the LAN host through the
+// lower (variants with a lower); UDP with 64-byte frames as fast as iperf3 sends
 // them, counted where they were offered (the sender), where they crossed
 // to the receiver's interface, and where the receiving application got
 // them, with the sender interface's drops (a tap drops what its reader
@@ -61,6 +62,7 @@ type result struct {
 	TCP1Gbps  float64 `json:"tcp1_gbps"`
 	TCP4Gbps  float64 `json:"tcp4_gbps"`
 	TCP6Gbps  float64 `json:"tcp6_gbps"`
+	LANGbps   float64 `json:"tcp_lan_gbps"`
 	UDPOffer  float64 `json:"udp64_offered_pps"`
 	UDPCross  float64 `json:"udp64_crossed_pps"`
 	UDPApp    float64 `json:"udp64_delivered_pps"`
@@ -87,7 +89,7 @@ var (
 	bin      = flag.String("macvsw", "", "macvsw binary (default: build ./cmd/macvsw)")
 	baseBin  = flag.String("base", "", "a second macvsw binary (an older build) for the variant tap-base: before and after in one run")
 	copierB  = flag.String("copier", "", "copier binary (default: build ./bench/copier)")
-	only     = flag.String("only", "tcp1,tcp4,tcp6,udp,ping,loadping", "measurements to run")
+	only     = flag.String("only", "tcp1,tcp4,tcp6,lan,udp,ping,loadping", "measurements to run")
 )
 
 const sandboxes = 4
@@ -156,6 +158,8 @@ type variant struct {
 	pid    int         // the switch process (macvsw, copier), or 0
 	client *api.Client // macvsw's control API, or nil
 	pairs  int         // sandboxes that can reach each other: 0..pairs-1
+	host   string      // the LAN host's namespace
+	lan    bool        // sandbox 0 reaches the LAN host through the lower
 }
 
 // runVariant builds one lab, measures, and tears it down.
@@ -201,6 +205,13 @@ func runVariant(name string) (res result, err error) {
 			return res, err
 		}
 	}
+	if want("lan") && v.lan {
+		r, err := lab.Iperf(v.host, sb[0], netlab.HostIP4, int(duration.Seconds()))
+		if err != nil {
+			return res, err
+		}
+		res.LANGbps = r.Gbps
+	}
 	if want("udp") {
 		if err := udp64(v, &res); err != nil {
 			return res, err
@@ -229,7 +240,7 @@ func setup(lab *netlab.Lab, name string) (*variant, error) {
 	if err := lab.IP(topo.SW, "link", "set", netlab.Lower, "up"); err != nil {
 		return nil, err
 	}
-	v := &variant{lab: lab, sb: make([]string, sandboxes), pairs: sandboxes}
+	v := &variant{lab: lab, sb: make([]string, sandboxes), pairs: sandboxes, host: topo.Host}
 	for i := range v.sb {
 		if v.sb[i], err = topo.Sandbox(i); err != nil {
 			return nil, err
@@ -249,6 +260,7 @@ func setup(lab *netlab.Lab, name string) (*variant, error) {
 	}
 	switch name {
 	case "kernel":
+		v.lan = true
 		for i := range v.sb {
 			if err := topo.KernelPort(v.sb[i], i, "bridge"); err != nil {
 				return nil, err
@@ -289,6 +301,7 @@ func setup(lab *netlab.Lab, name string) (*variant, error) {
 			}
 		}
 	case "tap", "tap-poll", "tap-base", "tap-rt", "afpacket":
+		v.lan = true
 		cfg := fmt.Sprintf("lower: {interface: %s, queues: 1}\ncontrol: {socket: /run/%s/macvsw.sock}\nlog: {level: warn}\nports:\n", netlab.Lower, lab.Prefix)
 		for i := range v.sb {
 			cfg += fmt.Sprintf("  - {name: p%d, mode: bridge, mac: %s, queues: %d, ", i, netlab.SandboxMAC(i), *queues)
@@ -533,6 +546,7 @@ var fields = []field{
 	{"TCP 1 stream Gbit/s", func(r *result) *float64 { return &r.TCP1Gbps }, true, 0, "≥ 0.70"},
 	{"TCP 4 streams Gbit/s", func(r *result) *float64 { return &r.TCP4Gbps }, true, 0, "≥ 0.60"},
 	{"TCP IPv6 Gbit/s", func(r *result) *float64 { return &r.TCP6Gbps }, true, 0, ""},
+	{"TCP sandbox → LAN host Gbit/s", func(r *result) *float64 { return &r.LANGbps }, true, 0, ""},
 	{"UDP 64 B delivered to the app kpps", func(r *result) *float64 { return &r.UDPApp }, true, 1e-3, "≥ 0.80"},
 	{"UDP 64 B crossed to the receiver kpps", func(r *result) *float64 { return &r.UDPCross }, true, 1e-3, ""},
 	{"UDP 64 B offered by the sender kpps", func(r *result) *float64 { return &r.UDPOffer }, true, 1e-3, ""},
