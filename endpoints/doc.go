@@ -71,6 +71,8 @@
 // stop eventfd: parking a goroutine instead lets the thread that writes a
 // frame into one tap pick up the kernel's immediate answer on another
 // without an OS thread wake-up (see the README's performance section).
+// With SetBusyPoll (a port's busy_poll) a reader first retries the empty
+// FD for that long, yielding to the scheduler between tries.
 // Attach(nil) and Close stop the waiters (a past read deadline) and wait, so no delivery
 // happens after they return. An FD error takes down only its own queue
 // (QueueDead, OnQueueState callback); when all queues are dead the
