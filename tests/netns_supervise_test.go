@@ -353,7 +353,8 @@ func TestNetnsNsenter(t *testing.T) {
 // IPv4 and IPv6) are added with the addresses, lo comes up in the fresh
 // namespace (and stays down with lo_up: false), and a reload that changes
 // the tap's device (a new address) rebuilds it with its routes; one that
-// changes only switch settings keeps the tap as it is.
+// changes only switch settings keeps the tap as it is, as does one that
+// changes busy_poll, which a SIGKILL and restart keep.
 func TestNetnsTapRoutesRebuild(t *testing.T) {
 	requireNetns(t)
 	m := macvswLab(t, false, []sandboxSpec{{Mode: "bridge"}})
@@ -438,6 +439,31 @@ func TestNetnsTapRoutesRebuild(t *testing.T) {
 	r := routes()
 	if !strings.Contains(r, "metric 7") || !strings.Contains(r, "fd99::/64") {
 		t.Errorf("after an in-place change: routes\n%s", r)
+	}
+
+	// busy_poll is the endpoint's, changed in place too, and it stays
+	// across a SIGKILL and restart.
+	polled := strings.Replace(port("vepa", "10.77.0.30/24", "fd77::30/64", "10.77.0.31/24"), "    mode: vepa\n", "    mode: vepa\n    busy_poll: 50us\n", 1)
+	reload(polled, `^changed: +r\n$`)
+	runningBusyPoll := func(when string) {
+		t.Helper()
+		if status, body := m.api("GET", "/v1/config", ""); status != 200 || !strings.Contains(body, "busy_poll: 50µs") {
+			t.Errorf("%s: running config (%d) without busy_poll: 50µs:\n%s", when, status, body)
+		}
+		if idx, _, _, _ := linkInfo(t, lab, sbR, "eth0"); idx != idx1 {
+			t.Errorf("%s: tap re-created (ifindex %d -> %d)", when, idx1, idx)
+		}
+	}
+	runningBusyPoll("busy_poll reloaded")
+	m.KillDaemon()
+	if err := m.StartDaemon(); err != nil {
+		t.Fatal(err)
+	}
+	runningBusyPoll("after SIGKILL and restart")
+	// VEPA without a hairpin LAN: r reaches no sibling, so only the routes
+	// themselves can be checked.
+	if r := routes(); !strings.Contains(r, "metric 7") || !strings.Contains(r, "fd99::/64") {
+		t.Errorf("after SIGKILL and restart: routes\n%s", r)
 	}
 }
 
