@@ -624,7 +624,8 @@ func TestTapBusyPoll(t *testing.T) {
 
 // TestNetnsTapDeviceDrops: frames the sandbox sends while nobody reads the
 // tap overflow its queue; the tap counts them as tx_dropped, and the
-// endpoint's stats report the same number (DeviceDrops).
+// endpoint's stats report the same number (DeviceDrops), also after the
+// sandbox renamed the interface.
 func TestNetnsTapDeviceDrops(t *testing.T) {
 	requireNetns(t)
 	tap, ns, path := newTestTap(t, 1, TapOptions{})
@@ -644,5 +645,11 @@ func TestNetnsTapDeviceDrops(t *testing.T) {
 	}
 	if got := tap.Stats().DeviceDrops; got != want {
 		t.Errorf("Stats().DeviceDrops = %d, tap tx_dropped = %d", got, want)
+	}
+	// The sandbox renames its interface: the count follows the device,
+	// not the name.
+	nsRun(t, ns, "ip", "link", "set", "mvtap0", "name", "renamed0")
+	if got := tap.Stats().DeviceDrops; got != want {
+		t.Errorf("after a rename in the sandbox: Stats().DeviceDrops = %d, want %d", got, want)
 	}
 }

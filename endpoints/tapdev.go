@@ -335,7 +335,8 @@ func (t *Tap) Stats() counters.Endpoint {
 }
 
 // deviceTxDropped returns the tap netdev's tx_dropped, or 0 when the tap
-// has no known interface (adopted FDs) or netlink cannot say.
+// has no known interface (adopted FDs) or netlink cannot say. It finds the
+// device by ifindex alone: the sandbox may have renamed it.
 func (t *Tap) deviceTxDropped() uint64 {
 	if t.ifindex == 0 || t.dev.nsGone.Load() {
 		return 0
@@ -345,8 +346,8 @@ func (t *Tap) deviceTxDropped() uint64 {
 		return 0
 	}
 	defer h.Close()
-	l, err := t.ns.link(h, t.Name(), t.ifindex)
-	if err != nil || l.Attrs().Statistics == nil {
+	l, err := h.LinkByIndex(t.ifindex)
+	if err != nil || l.Type() != "tuntap" || l.Attrs().Statistics == nil {
 		return 0
 	}
 	return l.Attrs().Statistics.TxDropped
