@@ -96,17 +96,16 @@ func (ss *sniffers) add(s Sniffer) (remove func()) {
 	}
 }
 
-// each calls every sniffer.
-func (ss *sniffers) each(toPort bool, pkt *stack.PacketBuffer) {
+// each calls every sniffer for each of pkts.
+func (ss *sniffers) each(toPort bool, pkts ...*stack.PacketBuffer) {
 	if l := ss.list.Load(); l != nil {
-		for _, f := range *l {
-			(*f)(toPort, pkt)
+		for _, pkt := range pkts {
+			for _, f := range *l {
+				(*f)(toPort, pkt)
+			}
 		}
 	}
 }
-
-// active reports whether any sniffer is installed.
-func (ss *sniffers) active() bool { return ss.list.Load() != nil }
 
 // drainer moves frames from a switch queue set to an endpoint.
 type drainer struct {
@@ -165,11 +164,7 @@ func (d *drainer) drainLoop(q *vswitch.Queue) {
 // write hands a batch to the endpoint; the caller keeps (and releases) the
 // references.
 func (d *drainer) write(queue int, list stack.PacketBufferList) {
-	if d.sniff.active() {
-		for _, pkt := range list.AsSlice() {
-			d.sniff.each(true, pkt)
-		}
-	}
+	d.sniff.each(true, list.AsSlice()...)
 	var n int
 	var err tcpip.Error
 	if d.qw != nil {

@@ -188,7 +188,6 @@ type fragDatagram struct {
 	runs           []fragRun   // what is held, as the kernel's runs; the last is the tail's
 	len            int         // the datagram's payload length: known when lastIn, a lower bound before
 	lastIn         bool        // the fragment without MF came (INET_FRAG_LAST_IN)
-	meat           int         // payload bytes held
 	frags          uint64      // fragments held
 	mem            int         // memory held, see size
 	ecn            uint8       // the IPFRAG_ECN_* bits of every fragment, OR-ed
@@ -341,10 +340,9 @@ type fragment struct {
 	off, end int    // payload range in the datagram; end is trimmed to 8 when MF
 	more, df bool   // MF and DF
 	ecn      uint8  // 1 << (tos & 3), the kernel's ip4_frag_ecn
-	hdr      []byte // link and IP header, in a caller's buffer
+	hdr      []byte // link and IP header, in a caller's buffer; the payload follows
 	l3off    int
 	ihl      int
-	payOff   int // where the payload starts in the frame
 	rxQueue  int
 }
 
@@ -373,7 +371,6 @@ func (s *Switch) defragment(pkt *stack.PacketBuffer, f *frame, rxQueue int) {
 		hdr:     h[:f.l3off+ihl],
 		l3off:   f.l3off,
 		ihl:     ihl,
-		payOff:  f.l3off + ihl,
 		rxQueue: rxQueue,
 	}
 	fr.end = fr.off + tot - ihl
@@ -505,14 +502,13 @@ func (d *defragger) add(now time.Time, fr *fragment, pkt *stack.PacketBuffer, dr
 	n := end - off
 	at := len(dg.data)
 	dg.data = slices.Grow(dg.data, n)[:at+n]
-	copyAt(pkt, fr.payOff, dg.data[at:])
+	CopyFrame(pkt, len(fr.hdr), dg.data[at:])
 	dg.pieces = append(dg.pieces, fragPiece{int32(off), int32(n), int32(at)})
 	if off == 0 {
 		dg.hdr = slices.Clone(fr.hdr)
 		dg.l3off, dg.ihl = fr.l3off, fr.ihl
 		dg.rxQueue = fr.rxQueue
 	}
-	dg.meat += n
 	dg.frags++
 	d.pending++
 	dg.ecn |= fr.ecn
@@ -523,7 +519,7 @@ func (d *defragger) add(now time.Time, fr *fragment, pkt *stack.PacketBuffer, dr
 	}
 	d.charge(dg, dg.size()-dg.mem)
 
-	if dg.hdr != nil && dg.lastIn && dg.meat == dg.len {
+	if dg.hdr != nil && dg.lastIn && len(dg.data) == dg.len {
 		if _, ok := fragECN(dg.ecn); !ok {
 			d.dropLocked(dg, DropDefragInvalid, 0, drops)
 			return nil
@@ -549,9 +545,6 @@ func (d *defragger) add(now time.Time, fr *fragment, pkt *stack.PacketBuffer, dr
 	}
 	return nil
 }
-
-// copyAt copies len(dst) bytes of pkt's frame, from offset off, into dst.
-func copyAt(pkt *stack.PacketBuffer, off int, dst []byte) { CopyFrame(pkt, off, dst) }
 
 // fragECN is the kernel's ip_frag_ecn_table (RFC 3168 §5.3) over the OR of
 // every fragment's 1 << ECN field: the ECN bits to set on the datagram,

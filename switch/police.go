@@ -83,7 +83,6 @@ func (p Police) check() (field string, err error) {
 // port's Police setting: a change of any other port setting keeps its
 // state.
 type policer struct {
-	cfg   Police
 	pps   bucket
 	bps   bucket
 	flood bucket
@@ -108,7 +107,7 @@ func newPolicer(p Police) *policer {
 		return nil
 	}
 	p = p.withDefaults()
-	pl := &policer{cfg: p}
+	pl := &policer{}
 	pl.pps.init(p.PPS, p.Burst)
 	pl.bps.init(p.BPS, p.BurstBytes*8)
 	pl.flood.init(p.FloodPPS, p.FloodBurst)
