@@ -358,6 +358,9 @@ func (e *engine) setFDLocked(idx, fd int, ring *rxRing) error {
 	}
 	q.ring.unmap()
 	q.fd, q.ring = fd, ring
+	// A fresh writer: whatever the old one kept for its FD (a stream's
+	// unsent tail) must never reach this one, even under the same number.
+	q.w = e.newWriter(q)
 	q.state.Store(uint32(QueueUp))
 	q.wmu.Unlock()
 	if e.attached {

@@ -5,6 +5,7 @@ package endpoints
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -412,4 +413,86 @@ func TestSocketPathNotASocket(t *testing.T) {
 		t.Fatalf("a stale socket was not replaced: %v", err)
 	}
 	s.Close()
+}
+
+// TestSocketStreamOrderAfterPartialWrite: a peer that reads slowly makes
+// the socket take part of a frame now and then; the rest of that frame
+// must go before any later frame, within one WritePackets call and across
+// calls, or the peer's framing breaks. Every frame the peer reads parses,
+// and their sequence numbers only increase (drops allowed, counted).
+func TestSocketStreamOrderAfterPartialWrite(t *testing.T) {
+	goroutineLeakCheck(t)
+	path := filepath.Join(t.TempDir(), "vm.sock")
+	s, err := NewSocket(SocketOptions{Kind: SocketStream, Listen: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	links := watchSocketLink(s)
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.UnixConn).SetReadBuffer(4096)
+	links.wait(t, true)
+
+	const calls, perCall = 200, 200 // several flushes per call (streamBatch 64)
+	frame := func(seq int) []byte {
+		p := make([]byte, 64+seq%1300)
+		binary.BigEndian.PutUint32(p, uint32(seq))
+		for i := 4; i < len(p); i++ {
+			p[i] = byte(seq)
+		}
+		return udpFrame(tapMAC, peerMAC, tapIP, peerIP, 2, 1, p)
+	}
+	read := make(chan error, 1)
+	var got int
+	go func() {
+		last := -1
+		for {
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			var l [4]byte
+			if _, err := io.ReadFull(c, l[:]); err != nil {
+				read <- nil
+				return
+			}
+			b := make([]byte, binary.BigEndian.Uint32(l[:]))
+			if len(b) > 2000 {
+				read <- fmt.Errorf("frame %d: length %d: the stream's framing broke", got, len(b))
+				return
+			}
+			if _, err := io.ReadFull(c, b); err != nil {
+				read <- fmt.Errorf("frame %d: %v", got, err)
+				return
+			}
+			seq := int(binary.BigEndian.Uint32(b[42:]))
+			if seq <= last || !bytes.Equal(b, frame(seq)) {
+				read <- fmt.Errorf("frame %d: seq %d after %d, or its bytes differ", got, seq, last)
+				return
+			}
+			last = seq
+			got++
+			if got%64 == 0 {
+				time.Sleep(50 * time.Microsecond) // a slow reader
+			}
+		}
+	}()
+	seq := 0
+	for i := 0; i < calls; i++ {
+		var fs [][]byte
+		for j := 0; j < perCall; j++ {
+			fs = append(fs, frame(seq))
+			seq++
+		}
+		writeFramesQuiet(s, fs...)
+	}
+	if err := <-read; err != nil {
+		t.Fatal(err)
+	}
+	st := s.Stats().Total()
+	if uint64(got) != st.TxPackets {
+		t.Errorf("peer read %d frames, the port counted %d sent", got, st.TxPackets)
+	}
+	t.Logf("%d frames offered, %d sent, %d tx_full", seq, st.TxPackets, st.TxDrops[DropTxFull].Count)
 }

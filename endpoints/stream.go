@@ -117,19 +117,26 @@ func newStreamWriter(q *fdQueue) writer {
 }
 
 func (w *streamWriter) write(fd int, pkts []*stack.PacketBuffer) (int, unix.Errno, tcpip.Error) {
-	c := &w.q.c
-	if len(w.pending) > 0 {
-		if e := w.flushPending(fd); e != 0 && e != unix.EAGAIN {
-			c.txDrops[DropTxError].Add(uint64(len(pkts)))
-			return 0, e, &tcpip.ErrClosedForSend{}
-		}
-		if len(w.pending) > 0 {
-			c.txDrops[DropTxFull].Add(uint64(len(pkts)))
-			return 0, 0, &tcpip.ErrWouldBlock{}
-		}
-	}
 	w.iovs, w.sizes, w.spans = w.iovs[:0], w.sizes[:0], w.spans[:0]
 	return writeBatched(w.q, &w.s, fd, 0, pkts, w, w.sendFramed)
+}
+
+// tailFirst writes what is left of a frame the socket took only part of,
+// before anything else may go: it returns EAGAIN while some of it is
+// still waiting, or the write's error. Both ways into the socket (flush,
+// sendFramed) start with it, so no frame ever overtakes a tail, whether
+// the tail was left by an earlier call or earlier in this one.
+func (w *streamWriter) tailFirst(fd int) unix.Errno {
+	if len(w.pending) == 0 {
+		return 0
+	}
+	if e := w.flushPending(fd); e != 0 {
+		return e
+	}
+	if len(w.pending) > 0 {
+		return unix.EAGAIN
+	}
+	return 0
 }
 
 // add queues one frame, after its length, for the next writev.
@@ -151,7 +158,11 @@ func (w *streamWriter) flush(fd int) (int, unix.Errno, tcpip.Error) {
 	}
 	c := &w.q.c
 	defer func() { w.iovs, w.sizes, w.spans = w.iovs[:0], w.sizes[:0], w.spans[:0] }()
-	n, e := writevN(fd, w.iovs)
+	var n int
+	e := w.tailFirst(fd)
+	if e == 0 {
+		n, e = writevN(fd, w.iovs)
+	}
 	if e != 0 && e != unix.EAGAIN {
 		r, broken, terr := txResult(e)
 		c.txDrops[r].Add(uint64(len(w.sizes)))
@@ -202,6 +213,9 @@ func (w *streamWriter) sendFramed(fd int, iovs []unix.Iovec) unix.Errno {
 	for _, v := range iovs {
 		size += int(v.Len)
 	}
+	if e := w.tailFirst(fd); e != 0 {
+		return e
+	}
 	var l [4]byte
 	binary.BigEndian.PutUint32(l[:], uint32(size))
 	all := append([]unix.Iovec{{Base: &l[0], Len: 4}}, iovs...)
@@ -246,8 +260,9 @@ func (w *streamWriter) startFlusher() {
 			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
 			_, _ = unix.Poll(pfd, int((100 * time.Millisecond).Milliseconds()))
 			q.wmu.Lock()
-			if q.fd != fd {
-				// The connection went: its tail with it.
+			if q.w != w || q.fd != fd {
+				// The connection went (a new one may have its FD
+				// number, but not this writer): its tail with it.
 				w.pending, w.flushing = w.pending[:0], false
 				q.wmu.Unlock()
 				return
