@@ -110,6 +110,9 @@ type streamWriter struct {
 	spans    [][2]int // iovec range of each queued frame
 	pending  []byte
 	flushing bool
+	// sendFramed's length prefix and iovecs, reused frame after frame.
+	segLen  [4]byte
+	segIovs []unix.Iovec
 }
 
 func newStreamWriter(q *fdQueue) writer {
@@ -216,9 +219,9 @@ func (w *streamWriter) sendFramed(fd int, iovs []unix.Iovec) unix.Errno {
 	if e := w.tailFirst(fd); e != 0 {
 		return e
 	}
-	var l [4]byte
-	binary.BigEndian.PutUint32(l[:], uint32(size))
-	all := append([]unix.Iovec{{Base: &l[0], Len: 4}}, iovs...)
+	binary.BigEndian.PutUint32(w.segLen[:], uint32(size))
+	w.segIovs = append(append(w.segIovs[:0], unix.Iovec{Base: &w.segLen[0], Len: 4}), iovs...)
+	all := w.segIovs
 	n, e := writevN(fd, all)
 	switch {
 	case e != 0:
