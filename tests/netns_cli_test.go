@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -183,6 +185,32 @@ func TestNetnsCLIPorts(t *testing.T) {
 	// An owned port, as a runtime adds it.
 	if status, body := m.api("POST", "/v1/ports", fmt.Sprintf(`{"name": "own", "mode": "bridge", "mac": "02:00:00:00:02:07", "owner": {"container_id": "c0ffee", "ifname": "eth1"}, "socket": {"type": "stream", "listen": %q}}`, dir+"/own.sock")); status != 200 {
 		t.Fatalf("owned port: %d %s", status, body)
+	}
+	// A runtime that retries: the same owned ADD eight times at once gets
+	// one port and eight answers naming it.
+	var wg sync.WaitGroup
+	answers := make([]string, 8)
+	start := make(chan struct{})
+	entry := map[string]any{"name": "own2", "mode": "bridge", "mac": "02:00:00:00:02:08",
+		"owner": map[string]string{"container_id": "c0ffee", "ifname": "eth2"}, "socket": map[string]string{"type": "stream", "listen": dir + "/own2.sock"}}
+	for i := range answers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			p, err := newAPIClient(m).AddPort(context.Background(), entry)
+			answers[i] = fmt.Sprintf("%q %v", p.Name, err)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for _, a := range answers {
+		if a != `"own2" <nil>` {
+			t.Errorf("concurrent owned ADDs: %s", a)
+		}
+	}
+	if status, body := m.api("DELETE", "/v1/ports/own2", ""); status != 200 {
+		t.Fatalf("delete own2: %d %s", status, body)
 	}
 
 	m.runSteps(t, []cliStep{

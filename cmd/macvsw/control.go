@@ -95,11 +95,15 @@ func (d *daemon) addPortLive(entry []byte, owner *portOwner, check func(*config.
 	if err := check(&pc); err != nil {
 		return "", err
 	}
+	if pc.AFPacket != nil && pc.AFPacket.Netns == "" && pc.AFPacket.Interface == d.lowerName() {
+		return "", badRequest("afpacket.interface: %q is the lower; the lower cannot also be a port", pc.AFPacket.Interface)
+	}
+	// One critical section from the owner check to the port's creation:
+	// two ADDs for one owner get one port and the same answer.
+	d.ctlMu.Lock()
+	defer d.ctlMu.Unlock()
 	if owner != nil {
-		d.ctlMu.Lock()
-		name, found := d.ownedBy(*owner)
-		d.ctlMu.Unlock()
-		if found {
+		if name, found := d.ownedBy(*owner); found {
 			have, _, _ := d.portConfig(d.sw.Port(name))
 			if name == pc.Name && config.SameDevice(&have, &pc) && (pc.MAC.IsZero() || pc.MAC == have.MAC) {
 				return name, nil
@@ -107,11 +111,6 @@ func (d *daemon) addPortLive(entry []byte, owner *portOwner, check func(*config.
 			return "", fmt.Errorf("container %s interface %s already has port %q, made differently: %w", owner.ContainerID, owner.IfName, name, errDeviceBusy)
 		}
 	}
-	if pc.AFPacket != nil && pc.AFPacket.Netns == "" && pc.AFPacket.Interface == d.runningConfig().Lower.Interface {
-		return "", badRequest("afpacket.interface: %q is the lower; the lower cannot also be a port", pc.AFPacket.Interface)
-	}
-	d.ctlMu.Lock()
-	defer d.ctlMu.Unlock()
 	if err := d.addPort(pc, originAPI, owner, nil); err != nil {
 		return "", err
 	}
@@ -283,7 +282,7 @@ func (d *daemon) sniff(name string, s bridge.Sniffer) (func(), error) {
 // stats returns the counters, of one port only when name is set.
 func (d *daemon) stats(name string) (counters.Snapshot, error) {
 	st := d.sw.Stats()
-	st.Lower.Interface = d.runningConfig().Lower.Interface
+	st.Lower.Interface = d.lowerName()
 	if name == "" {
 		return st, nil
 	}

@@ -463,6 +463,13 @@ func (d *daemon) saveState() error {
 	return nil
 }
 
+// lowerName returns the lower's interface name (a reload cannot change it).
+func (d *daemon) lowerName() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg.Lower.Interface
+}
+
 // allowList returns control.allow as it is now (a reload may change it).
 func (d *daemon) allowList() config.Allow {
 	d.mu.Lock()

@@ -60,7 +60,7 @@ func (d *daemon) status() string {
 			carrier++
 		}
 	}
-	return fmt.Sprintf("running: %d ports (%d with carrier) on %s", len(ports), carrier, d.runningConfig().Lower.Interface)
+	return fmt.Sprintf("running: %d ports (%d with carrier) on %s", len(ports), carrier, d.lowerName())
 }
 
 // handleReload answers POST /v1/reload: it reloads the config file, as
