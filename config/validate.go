@@ -441,8 +441,6 @@ func isNameChar(r rune) bool {
 	return 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '_' || r == '.' || r == '-'
 }
 
-// validGroup accepts a numeric gid or a portable group name (POSIX
-// portable filename characters, not starting with '-', at most 32 bytes).
 // validateAllow checks control.allow.
 func validateAllow(k *checker, c *Control) {
 	a := &c.Allow
@@ -471,6 +469,8 @@ func validateAllow(k *checker, c *Control) {
 	}
 }
 
+// validGroup accepts a numeric gid or a portable group name (POSIX
+// portable filename characters, not starting with '-', at most 32 bytes).
 func validGroup(s string) bool {
 	if len(s) > 32 || s[0] == '-' {
 		return false

@@ -497,11 +497,9 @@ func (p *Packet) SetBusyPoll(d time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, q := range p.queueList() {
-		q.wmu.Lock()
-		if q.fd >= 0 {
+		if q.fd >= 0 { // FDs change only under p.mu
 			setSocketBusyPoll(q.fd, p.BusyPoll())
 		}
-		q.wmu.Unlock()
 	}
 }
 

@@ -165,9 +165,7 @@ func (c *queueCounters) snapshot(idx int, state QueueState) counters.EndpointQue
 		Checksummed: c.checksummed.Load(),
 		BusyPolled:  c.busyPolled.Load(),
 		Failures:    c.failures.Load(),
-	}
-	if e := c.lastError.Load(); e != nil {
-		s.LastError = *e
+		LastError:   c.lastErr(),
 	}
 	return s
 }

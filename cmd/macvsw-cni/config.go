@@ -20,13 +20,9 @@ const (
 	kindAFPacket = "afpacket"
 )
 
-// Limits the daemon applies too (config/REFERENCE.md); checked here so a
-// bad value is a configuration error naming the key, before IPAM runs.
-const (
-	minMTU    = 68
-	maxMTU    = 65535
-	maxQueues = 256 // MAX_TAP_QUEUES
-)
+// The daemon's limits (vswitch.MinMTU, MaxMTU, MaxQueues) are checked
+// here too, so that a bad value is a configuration error naming the key,
+// before IPAM runs.
 
 // netConf is the network configuration a runtime passes on stdin.
 type netConf struct {
@@ -118,11 +114,11 @@ func loadSettings(stdin []byte, cniArgs string) (*settings, error) {
 	if _, err := vswitch.ParseMode(s.mode); err != nil {
 		return nil, confError("mode: %v", err)
 	}
-	if s.mtu != 0 && (s.mtu < minMTU || s.mtu > maxMTU) {
-		return nil, confError("mtu %d: want %d..%d, or 0 for the lower's", s.mtu, minMTU, maxMTU)
+	if s.mtu != 0 && (s.mtu < vswitch.MinMTU || s.mtu > vswitch.MaxMTU) {
+		return nil, confError("mtu %d: want %d..%d, or 0 for the lower's", s.mtu, vswitch.MinMTU, vswitch.MaxMTU)
 	}
-	if s.queues < 0 || s.queues > maxQueues {
-		return nil, confError("queues %d: want 1..%d", s.queues, maxQueues)
+	if s.queues < 0 || s.queues > vswitch.MaxQueues {
+		return nil, confError("queues %d: want 1..%d", s.queues, vswitch.MaxQueues)
 	}
 	if s.vethNetns != "" {
 		if s.kind != kindAFPacket {

@@ -548,14 +548,10 @@ var listIndex = regexp.MustCompile(`\[\d+\].*$`)
 func (f *portAddFlags) explain(err error) error {
 	var fes []*config.FieldError
 	var fe *config.FieldError
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		for _, e := range j.Unwrap() {
-			if errors.As(e, &fe) {
-				fes = append(fes, fe)
-			}
+	for _, e := range flatten(err) {
+		if errors.As(e, &fe) {
+			fes = append(fes, fe)
 		}
-	} else if errors.As(err, &fe) {
-		fes = append(fes, fe)
 	}
 	if len(fes) == 0 {
 		return flagError("%v", err)
