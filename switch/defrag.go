@@ -350,9 +350,7 @@ type fragment struct {
 // destination); when its datagram is complete, the reassembled frame is
 // forwarded like any frame from the wire. It borrows pkt: only the
 // fragment's payload is copied, never Ethernet padding.
-func (s *Switch) defragment(pkt *stack.PacketBuffer, f *frame, rxQueue int) {
-	var hb [peekLen]byte
-	h := hb[:peek(pkt, hb[:])]
+func (s *Switch) defragment(pkt *stack.PacketBuffer, h []byte, f *frame, rxQueue int) {
 	l3 := h[f.l3off:]
 	ihl := int(l3[0]&0xf) * 4
 	tot := int(binary.BigEndian.Uint16(l3[2:4]))
@@ -388,7 +386,8 @@ func (s *Switch) defragment(pkt *stack.PacketBuffer, f *frame, rxQueue int) {
 	s.accepted.Add(1)
 	s.reassembled.Add(1)
 	var g frame
-	s.classify(full, &g) // at least a link and an IP header: never false
+	var hb [peekLen]byte
+	s.classify(full, &g, &hb) // at least a link and an IP header: never false
 	g.ipv4Frag = false
 	s.finish(s.receive(s.fib.Load(), full, &g, done.rxQueue))
 }

@@ -19,14 +19,16 @@ func (s *Switch) Receive(pkt *stack.PacketBuffer, rxQueue int) {
 		return
 	}
 	var f frame
-	if !s.classify(pkt, &f) {
+	var hb [peekLen]byte
+	h, ok := s.classify(pkt, &f, &hb)
+	if !ok {
 		l.rxDrops[DropMalformed].Add(1)
 		s.finish(false, DropMalformed)
 		return
 	}
 	if f.ipv4Frag && f.dst.IsGroup() {
 		// BEHAVIOUR.md §2.2.1: ports see one reassembled datagram.
-		s.defragment(pkt, &f, rxQueue)
+		s.defragment(pkt, h, &f, rxQueue)
 		return
 	}
 	s.finish(s.receive(t, pkt, &f, rxQueue))
@@ -155,6 +157,8 @@ func (s *Switch) Transmit(p *Port, pkt *stack.PacketBuffer, rxQueue int) {
 	v := p.view.Load()
 	t := s.fib.Load()
 	var f frame
+	var hb [peekLen]byte
+	h, ok := s.classify(pkt, &f, &hb)
 	switch {
 	case !v.up || v.removed:
 		p.ctr.txDrops[DropPortDown].Add(1)
@@ -164,13 +168,13 @@ func (s *Switch) Transmit(p *Port, pkt *stack.PacketBuffer, rxQueue int) {
 		p.ctr.txDrops[DropLowerDown].Add(1)
 		s.finish(false, DropLowerDown)
 		return
-	case !s.classify(pkt, &f):
+	case !ok:
 		p.ctr.txDrops[DropMalformed].Add(1)
 		s.finish(false, DropMalformed)
 		return
 	}
 	if v.guard != nil {
-		if r := v.guard.check(pkt, &f); r != 0 {
+		if r := v.guard.check(h, &f); r != 0 {
 			p.ctr.txDrops[r].Add(1)
 			s.finish(false, r)
 			return

@@ -69,16 +69,16 @@ func CopyFrame(pkt *stack.PacketBuffer, off int, dst []byte) int {
 
 // classify parses the frame headers from raw bytes and computes the flow
 // hash. It reports false for a frame shorter than an Ethernet header.
-func (s *Switch) classify(pkt *stack.PacketBuffer, f *frame) bool {
-	var buf [peekLen]byte
-	n := peek(pkt, buf[:])
+func (s *Switch) classify(pkt *stack.PacketBuffer, f *frame, hb *[peekLen]byte) ([]byte, bool) {
+	n := peek(pkt, hb[:])
 	f.size = pkt.Size()
 	if n < ethHeaderLen {
-		return false
+		return nil, false
 	}
-	parseFrame(buf[:n], f)
-	f.hash = flowHash(s.seed, buf[:n], f)
-	return true
+	h := hb[:n]
+	parseFrame(h, f)
+	f.hash = flowHash(s.seed, h, f)
+	return h, true
 }
 
 // parseFrame fills the L2/L3 fields of f from b, which holds at least an

@@ -28,8 +28,9 @@ func FuzzClassify(f *testing.F) {
 	s := &Switch{seed: seed}
 	f.Fuzz(func(t *testing.T, b []byte, nq uint8) {
 		var f1, f2 frame
+		var hb [peekLen]byte
 		p1 := pktOf(b)
-		ok1 := s.classify(p1, &f1)
+		_, ok1 := s.classify(p1, &f1, &hb)
 		p1.DecRef()
 		if ok1 != (len(b) >= ethHeaderLen) {
 			t.Fatalf("classify ok=%v for %d bytes", ok1, len(b))
@@ -41,7 +42,7 @@ func FuzzClassify(f *testing.F) {
 		cut := len(b) / 2
 		p2 := pktOf(b[:cut])
 		p2.Data().AppendView(viewOf(b[cut:]))
-		s.classify(p2, &f2)
+		s.classify(p2, &f2, &hb)
 		p2.DecRef()
 		if f1 != f2 {
 			t.Fatalf("classification depends on view layout: %+v vs %+v", f1, f2)
@@ -167,7 +168,8 @@ func checkOneFrame(t *testing.T, s *Switch, ports []*Port, sender *Port, b []byt
 		v := p.view.Load()
 		for _, pkt := range pkts {
 			var fr frame
-			s.classify(pkt, &fr)
+			var hb [peekLen]byte
+			s.classify(pkt, &fr, &hb)
 			if v.mode == ModePrivate && fr.dst.IsGroup() && sender != nil && sender != p {
 				if o := s.fib.Load().byMAC[fr.src]; o != nil && o.p != p {
 					t.Fatalf("private port %s received sibling %s's flood", p.name, o.p.name)

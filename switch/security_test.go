@@ -320,15 +320,16 @@ func FuzzSpoofCheck(f *testing.F) {
 		}
 		copy(b[6:12], macA[:]) // get past the MAC check most of the time
 		var f1, f2 frame
+		var hb1, hb2 [peekLen]byte
 		p1 := pktOf(b)
-		s.classify(p1, &f1)
-		r1 := g.check(p1, &f1)
+		h1, _ := s.classify(p1, &f1, &hb1)
+		r1 := g.check(h1, &f1)
 		p1.DecRef()
 		cut := len(b) / 2
 		p2 := pktOf(b[:cut])
 		p2.Data().AppendView(viewOf(b[cut:]))
-		s.classify(p2, &f2)
-		r2 := g.check(p2, &f2)
+		h2, _ := s.classify(p2, &f2, &hb2)
+		r2 := g.check(h2, &f2)
 		p2.DecRef()
 		if r1 != r2 {
 			t.Fatalf("one view: %v, two views: %v", r1, r2)

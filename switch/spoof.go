@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"slices"
-
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // Anti-spoofing (port security). Kernel macvlan forwards whatever source a
@@ -62,16 +60,15 @@ const (
 	dhcpServerPort = 67
 )
 
-// check returns 0 if the frame may enter the switch, else the reason.
-func (g *guard) check(pkt *stack.PacketBuffer, f *frame) DropReason {
+// check returns 0 if the frame may enter the switch, else the reason. b
+// is the frame's first bytes (classify's copy, up to peekLen).
+func (g *guard) check(b []byte, f *frame) DropReason {
 	if !slices.Contains(g.macs, f.src) {
 		return DropSpoofMAC
 	}
 	if g.ips == nil {
 		return 0
 	}
-	var buf [peekLen]byte
-	b := buf[:peek(pkt, buf[:])]
 	off := f.l3off
 	switch f.etherType {
 	case etherTypeIPv4:
