@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 )
 
 // NetnsRunDir is where `ip netns add` keeps named namespaces (iproute2's
@@ -67,15 +65,15 @@ func SenderMAC(netnsPath, name string) (net.HardwareAddr, string, error) {
 // peerIn looks for interface index idx in the namespace at path, if the
 // namespace h talks to knows that namespace as nsid.
 func peerIn(h *netlink.Handle, path string, nsid, idx int) (net.HardwareAddr, string, bool) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	ns, err := openNetNS(path)
 	if err != nil {
 		return nil, "", false
 	}
-	defer unix.Close(fd)
-	if id, err := h.GetNetNsIdByFd(fd); err != nil || id != nsid {
+	defer ns.close()
+	if id, err := h.GetNetNsIdByFd(ns.fd); err != nil || id != nsid {
 		return nil, "", false
 	}
-	ph, err := netlink.NewHandleAt(netns.NsHandle(fd))
+	ph, err := ns.handle()
 	if err != nil {
 		return nil, "", false
 	}
