@@ -371,7 +371,7 @@ func (a *apiServer) addPort(w http.ResponseWriter, r *http.Request) (any, error)
 		if err := dec.Decode(&o); err != nil || o.ContainerID == "" || o.IfName == "" {
 			return nil, badRequest("owner: want {\"container_id\": ..., \"ifname\": ..., \"network\": ... (optional)} (%v)", err)
 		}
-		owner = &portOwner{ContainerID: o.ContainerID, IfName: o.IfName, Network: o.Network}
+		owner = &o
 		delete(probe, "owner")
 		body, _ = json.Marshal(probe)
 	}

@@ -173,7 +173,8 @@ func (rp *runPort) ownerOf() *api.Owner {
 	if rp == nil || rp.owner == nil {
 		return nil
 	}
-	return &api.Owner{ContainerID: rp.owner.ContainerID, IfName: rp.owner.IfName, Network: rp.owner.Network}
+	o := *rp.owner // a copy: callers may keep it
+	return &o
 }
 
 // patchChange parses a PATCH body into one switch change.

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/macvsw/macvsw/cmd/macvsw/api"
 	"github.com/macvsw/macvsw/endpoints"
 	"golang.org/x/sys/unix"
 )
@@ -64,11 +65,8 @@ type statePort struct {
 
 // portOwner is whoever asked for a port through the API with an owner
 // (a container runtime: the container and its interface).
-type portOwner struct {
-	ContainerID string `json:"container_id"`
-	IfName      string `json:"ifname"`
-	Network     string `json:"network,omitempty"`
-}
+// It is the API's owner as it is: the state file keeps the API's JSON.
+type portOwner = api.Owner
 
 // stateDevice is a port's device as created.
 type stateDevice struct {
