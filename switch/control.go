@@ -388,6 +388,17 @@ func (s *Switch) Update(p *Port, c PortChange) error {
 
 // applyLocked returns p's state with c applied, or the first refusal.
 //
+// setField applies one optional field of a PortChange: when v is set, *dst
+// takes its value and *op names the operation (the last field set names
+// the change in errors). It reports whether v was set.
+func setField[T any](op *string, name string, v *T, dst *T) bool {
+	if v == nil {
+		return false
+	}
+	*op, *dst = name, *v
+	return true
+}
+
 // Preconditions: s.mu is held.
 func (s *Switch) applyLocked(p *Port, c PortChange) (portState, string, error) {
 	st := p.st.clone()
@@ -426,14 +437,8 @@ func (s *Switch) applyLocked(p *Port, c PortChange) (portState, string, error) {
 		}
 		st.mac = m
 	}
-	if c.MTU != nil {
-		op = "set mtu"
-		st.mtu = *c.MTU
-	}
-	if c.AllMulti != nil {
-		op = "set allmulticast"
-		st.allMulti = *c.AllMulti
-	}
+	setField(&op, "set mtu", c.MTU, &st.mtu)
+	setField(&op, "set allmulticast", c.AllMulti, &st.allMulti)
 	for _, g := range c.Join {
 		op = "join group"
 		st.groups[g] = struct{}{}
@@ -472,34 +477,15 @@ func (s *Switch) applyLocked(p *Port, c PortChange) (portState, string, error) {
 			return st, op, portErr(p.name, op, "source_macs", ErrInvalid, "unknown operation %d", int(sc.Op))
 		}
 	}
-	if c.NoDst != nil {
-		op = "set nodst"
-		st.nodst = *c.NoDst
+	setField(&op, "set nodst", c.NoDst, &st.nodst)
+	setField(&op, "set queue_len", c.QueueLen, &st.queueLen)
+	setField(&op, "set bcqueuelen", c.BroadcastQueueLen, &st.bcQueueLen)
+	setField(&op, "set police", c.Police, &st.police)
+	setField(&op, "set spoofcheck", c.SpoofCheck, &st.spoofCheck)
+	if setField(&op, "set allowed_ips", c.AllowedIPs, &st.allowedIPs) {
+		st.allowedIPs = slices.Clone(st.allowedIPs) // not the caller's
 	}
-	if c.QueueLen != nil {
-		op = "set queue_len"
-		st.queueLen = *c.QueueLen
-	}
-	if c.BroadcastQueueLen != nil {
-		op = "set bcqueuelen"
-		st.bcQueueLen = *c.BroadcastQueueLen
-	}
-	if c.Police != nil {
-		op = "set police"
-		st.police = *c.Police
-	}
-	if c.SpoofCheck != nil {
-		op = "set spoofcheck"
-		st.spoofCheck = *c.SpoofCheck
-	}
-	if c.AllowedIPs != nil {
-		op = "set allowed_ips"
-		st.allowedIPs = slices.Clone(*c.AllowedIPs)
-	}
-	if c.Up != nil {
-		op = "set up"
-		st.up = *c.Up
-	}
+	setField(&op, "set up", c.Up, &st.up)
 	// The busy check of bringing a port up applies to a port that goes up,
 	// or changes its MAC while up; an up port that stays up with its MAC
 	// keeps it even if the rules would now refuse it (as the kernel).
