@@ -386,8 +386,6 @@ func (s *Switch) Update(p *Port, c PortChange) error {
 	return err
 }
 
-// applyLocked returns p's state with c applied, or the first refusal.
-//
 // setField applies one optional field of a PortChange: when v is set, *dst
 // takes its value and *op names the operation (the last field set names
 // the change in errors). It reports whether v was set.
@@ -399,6 +397,8 @@ func setField[T any](op *string, name string, v *T, dst *T) bool {
 	return true
 }
 
+// applyLocked returns p's state with c applied, or the first refusal.
+//
 // Preconditions: s.mu is held.
 func (s *Switch) applyLocked(p *Port, c PortChange) (portState, string, error) {
 	st := p.st.clone()
