@@ -20,10 +20,6 @@ const (
 	kindAFPacket = "afpacket"
 )
 
-// The daemon's limits (vswitch.MinMTU, MaxMTU, MaxQueues) are checked
-// here too, so that a bad value is a configuration error naming the key,
-// before IPAM runs.
-
 // netConf is the network configuration a runtime passes on stdin.
 type netConf struct {
 	types.PluginConf
@@ -86,6 +82,15 @@ func decodeConf(stdin []byte) (*netConf, error) {
 	return c, nil
 }
 
+// socketPath is the daemon's control socket: the "socket" key, or the
+// default.
+func (c *netConf) socketPath() string {
+	if c.Socket == "" {
+		return api.DefaultSocket
+	}
+	return c.Socket
+}
+
 // loadSettings decodes and checks the configuration and CNI_ARGS. The MAC
 // comes from runtimeConfig.mac, else CNI_ARGS MAC, else the "mac" key.
 func loadSettings(stdin []byte, cniArgs string) (*settings, error) {
@@ -93,11 +98,8 @@ func loadSettings(stdin []byte, cniArgs string) (*settings, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &settings{conf: c, socket: c.Socket, kind: c.Kind, mode: c.Mode, mtu: c.MTU, queues: c.Queues,
+	s := &settings{conf: c, socket: c.socketPath(), kind: c.Kind, mode: c.Mode, mtu: c.MTU, queues: c.Queues,
 		offloads: c.Offloads == nil || *c.Offloads, vethNetns: c.VethNetns}
-	if s.socket == "" {
-		s.socket = api.DefaultSocket
-	}
 	if !filepath.IsAbs(s.socket) {
 		return nil, confError("socket %q: want the absolute path of the macvsw control socket (default %s)", c.Socket, api.DefaultSocket)
 	}
@@ -114,6 +116,8 @@ func loadSettings(stdin []byte, cniArgs string) (*settings, error) {
 	if _, err := vswitch.ParseMode(s.mode); err != nil {
 		return nil, confError("mode: %v", err)
 	}
+	// The daemon's own limits, checked here too so that a bad value is a
+	// configuration error naming the key, before IPAM runs.
 	if s.mtu != 0 && (s.mtu < vswitch.MinMTU || s.mtu > vswitch.MaxMTU) {
 		return nil, confError("mtu %d: want %d..%d, or 0 for the lower's", s.mtu, vswitch.MinMTU, vswitch.MaxMTU)
 	}

@@ -255,10 +255,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	socket := conf.Socket
-	if socket == "" {
-		socket = api.DefaultSocket
-	}
+	socket := conf.socketPath()
 	var ipamErr error
 	if conf.IPAM.Type != "" {
 		ipamErr = ipam.ExecDel(conf.IPAM.Type, args.StdinData)
@@ -422,10 +419,7 @@ func cmdGC(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	socket := conf.Socket
-	if socket == "" {
-		socket = api.DefaultSocket
-	}
+	socket := conf.socketPath()
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	valid := map[api.Owner]bool{}
