@@ -167,19 +167,7 @@ func TestSocketStreamListen(t *testing.T) {
 // stream stays whole: every frame the peer later reads parses.
 func TestSocketStreamStalledPeer(t *testing.T) {
 	goroutineLeakCheck(t)
-	path := filepath.Join(t.TempDir(), "vm.sock")
-	s, err := NewSocket(SocketOptions{Kind: SocketStream, Listen: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	links := watchSocketLink(s)
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	links.wait(t, true)
+	s, c := streamPeer(t)
 	f := udpFrame(tapMAC, peerMAC, tapIP, peerIP, 2, 1, make([]byte, 1400))
 	start := time.Now()
 	for i := 0; i < 3000; i++ {
@@ -211,6 +199,26 @@ func TestSocketStreamStalledPeer(t *testing.T) {
 		t.Errorf("peer read %d frames, the port counted %d sent", n, st.TxPackets)
 	}
 	t.Logf("stalled peer: %d frames sent, %d dropped as tx_full", st.TxPackets, st.TxDrops[DropTxFull].Count)
+}
+
+// streamPeer makes a listening stream port and connects to it as a VM
+// would; both close with the test.
+func streamPeer(t *testing.T) (*Socket, net.Conn) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "vm.sock")
+	s, err := NewSocket(SocketOptions{Kind: SocketStream, Listen: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	links := watchSocketLink(s)
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	links.wait(t, true)
+	return s, c
 }
 
 func writeFramesQuiet(w stack.LinkWriter, frames ...[]byte) {
@@ -422,20 +430,8 @@ func TestSocketPathNotASocket(t *testing.T) {
 // and their sequence numbers only increase (drops allowed, counted).
 func TestSocketStreamOrderAfterPartialWrite(t *testing.T) {
 	goroutineLeakCheck(t)
-	path := filepath.Join(t.TempDir(), "vm.sock")
-	s, err := NewSocket(SocketOptions{Kind: SocketStream, Listen: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	links := watchSocketLink(s)
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	s, c := streamPeer(t)
 	c.(*net.UnixConn).SetReadBuffer(4096)
-	links.wait(t, true)
 
 	const calls, perCall = 200, 200 // several flushes per call (streamBatch 64)
 	frame := func(seq int) []byte {
