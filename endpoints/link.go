@@ -30,10 +30,42 @@ type QueueDispatcher interface {
 	DeliverQueuePacket(queue int, pkt *stack.PacketBuffer)
 }
 
+// BatchDispatcher is an optional extension of QueueDispatcher. A reader
+// that takes several frames from a queue at once (io_uring, recvmmsg, a
+// ring block) brackets their DeliverQueuePacket calls with BeginBatch and
+// EndBatch, on the queue's receive goroutine, so the dispatcher may hold
+// its own writes until the batch ends and send each destination the
+// frames in one write (the kernel's xmit_more).
+type BatchDispatcher interface {
+	QueueDispatcher
+	BeginBatch(queue int)
+	EndBatch(queue int)
+}
+
 // dispatchers is what an endpoint was attached to, loaded per frame.
 type dispatchers struct {
 	d  stack.NetworkDispatcher
 	qd QueueDispatcher
+	bd BatchDispatcher
+}
+
+// beginBatch starts bracketing the delivery of frames a reader took
+// together, and reports whether it did: then call endBatch after the last.
+// A single frame, or a dispatcher that does not batch, is not bracketed.
+func (q *fdQueue) beginBatch(frames int) bool {
+	ds := q.e.dispatch.Load()
+	if frames < 2 || ds == nil || ds.bd == nil {
+		return false
+	}
+	ds.bd.BeginBatch(q.idx)
+	return true
+}
+
+// endBatch ends a batch beginBatch began.
+func (q *fdQueue) endBatch() {
+	if ds := q.e.dispatch.Load(); ds != nil && ds.bd != nil {
+		ds.bd.EndBatch(q.idx)
+	}
 }
 
 // deliver hands pkt (borrowed) to the attached dispatcher.
@@ -59,6 +91,7 @@ func newDispatchers(d stack.NetworkDispatcher) *dispatchers {
 	}
 	ds := &dispatchers{d: d}
 	ds.qd, _ = d.(QueueDispatcher)
+	ds.bd, _ = d.(BatchDispatcher)
 	return ds
 }
 

@@ -56,6 +56,8 @@ type engine struct {
 
 	newReader func(q *fdQueue) reader
 	newWriter func(q *fdQueue) writer
+	syscallIO bool        // no io_uring: one system call per frame (taps)
+	noUring   atomic.Bool // io_uring was refused once (logged)
 	// onDead, if set, hears a queue the engine marked dead after an
 	// error, and why (a socket port's peer going away).
 	onDead func(q *fdQueue, err error)
@@ -108,7 +110,9 @@ type reader interface {
 	release()
 }
 
-// writer is a transmit strategy: one per queue, holding its scratch.
+// writer is a transmit strategy: one per queue, holding its scratch. A
+// writer holding a resource beyond memory (an io_uring) also has a close
+// method, which the engine calls when it replaces the writer or closes.
 type writer interface {
 	// write sends pkts (borrowed) on fd, counting every frame as sent or
 	// dropped in c, and returns how many went out. A non-zero broken is
@@ -117,6 +121,29 @@ type writer interface {
 	//
 	// Preconditions: q.wmu is held and fd is valid.
 	write(fd int, pkts []*stack.PacketBuffer) (sent int, broken unix.Errno, terr tcpip.Error)
+}
+
+// closeWriter releases w's resources, if it has any.
+func closeWriter(w writer) {
+	if c, ok := w.(interface{ close() }); ok {
+		c.close()
+	}
+}
+
+// closedWriter is a closed queue's writer. writeBatch refuses frames for
+// a closed engine before it reaches a writer; this one is never called.
+type closedWriter struct{}
+
+func (closedWriter) write(int, []*stack.PacketBuffer) (int, unix.Errno, tcpip.Error) {
+	return 0, unix.EBADF, &tcpip.ErrClosedForSend{}
+}
+
+// noteNoUring logs, once per endpoint, that io_uring is unavailable and
+// its queues write one frame per system call.
+func (e *engine) noteNoUring(err error) {
+	if !e.noUring.Swap(true) {
+		e.log.Warn("io_uring unavailable: one system call per frame", "err", err)
+	}
 }
 
 // errStopped is what reader.read returns once its waiter was stopped.
@@ -360,6 +387,7 @@ func (e *engine) setFDLocked(idx, fd int, ring *rxRing) error {
 	q.fd, q.ring = fd, ring
 	// A fresh writer: whatever the old one kept for its FD (a stream's
 	// unsent tail) must never reach this one, even under the same number.
+	closeWriter(q.w)
 	q.w = e.newWriter(q)
 	q.state.Store(uint32(QueueUp))
 	q.wmu.Unlock()
@@ -508,6 +536,8 @@ func (e *engine) closeQueues() bool {
 		}
 		q.ring.unmap() // its reader has returned
 		q.state.Store(uint32(QueueDead))
+		closeWriter(q.w)
+		q.w = closedWriter{}
 		q.wmu.Unlock()
 	}
 	return true

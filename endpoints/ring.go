@@ -238,6 +238,9 @@ func (x *ringReader) block(blk []byte) {
 	c := &x.q.c
 	n := binary.NativeEndian.Uint32(blk[blockNumPktsOff:])
 	off := int(binary.NativeEndian.Uint32(blk[blockFirstPktOff:]))
+	if x.q.beginBatch(int(n)) {
+		defer x.q.endBatch()
+	}
 	for i := uint32(0); i < n; i++ {
 		if off < 0 || off+tpacket3HdrLen+sockaddrLLSize > len(blk) {
 			c.rxDrops[DropMalformed].Add(uint64(n - i)) // broken invariant of the kernel's; count, do not trust

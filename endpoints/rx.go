@@ -249,22 +249,155 @@ func (r *readvReader) read(w *pollWaiter) (string, error) {
 	case n == 0:
 		return "read", io.EOF
 	}
-	q, b, hs := r.q, r.b, r.q.e.hdrSize
+	r.q.receiveRead(r.b, n, &r.rs)
+	return "", nil
+}
+
+// receiveRead takes in the n bytes a read put in b: the virtio-net header
+// if the queue has one, then the frame.
+func (q *fdQueue) receiveRead(b *rxBuffer, n int, rs *rxScratch) {
+	hs := q.e.hdrSize
 	if n < hs {
 		q.c.vnetErrors[VnetShortWrite].Add(1)
-		return "", nil
+		return
 	}
 	frameLen := n - hs
 	if frameLen >= b.capacity() {
 		q.c.rxDrops[DropOversize].Add(1)
-		return "", nil
+		return
 	}
 	var vh VnetHdr
 	if hs > 0 {
 		vh, _ = ParseVnetHdr(b.vnet)
 	}
-	q.receive(b, b.head(frameLen), frameLen, vh, &r.rs)
-	return "", nil
+	q.receive(b, b.head(frameLen), frameLen, vh, rs)
+}
+
+// uringRxBatch is the most frames one io_uring submit reads.
+const uringRxBatch = 16
+
+// uringReader reads a tap queue in batches: one io_uring_enter runs up to
+// k readv requests, in order (see uring). k adapts to what the queue
+// holds: it doubles while batches come back full and falls to twice what
+// the last one found, so an idle queue costs one enter per frame (the
+// frame and the empty read after it) and a busy one a sixteenth of that.
+// A batch that ended on an empty read parks at once on the next call:
+// the queue was empty, and a frame arriving since has woken the poller.
+type uringReader struct {
+	q     *fdQueue
+	r     *uring
+	bufs  []*rxBuffer // allocated as k first reaches them
+	k     int
+	empty bool
+	w     *pollWaiter
+	try   func(uintptr) bool
+	err   error // a failed submit, for read
+	rs    rxScratch
+	plain *readvReader // set once the FD refused RWF_NOWAIT
+}
+
+// newTapReader returns a tap queue's reader: io_uring batches where the
+// kernel allows them and the endpoint wants them, else readv per frame.
+func newTapReader(q *fdQueue) reader {
+	if q.e.syscallIO {
+		return newReadvReader(q)
+	}
+	r, err := newUring(uringRxBatch)
+	if err != nil {
+		q.e.noteNoUring(err)
+		return newReadvReader(q)
+	}
+	u := &uringReader{q: q, r: r, k: 2, bufs: make([]*rxBuffer, uringRxBatch)}
+	u.try = u.submit
+	return u
+}
+
+func (u *uringReader) release() {
+	if u.plain != nil {
+		u.plain.release()
+	}
+	for _, b := range u.bufs {
+		if b != nil {
+			b.release()
+		}
+	}
+	u.r.close()
+}
+
+// submit is the waiter's try: it runs one batch and reports false (wait)
+// when it read nothing.
+func (u *uringReader) submit(uintptr) bool {
+	if u.empty {
+		u.empty = false
+		return false
+	}
+	for i := range u.k {
+		if u.bufs[i] == nil {
+			u.bufs[i] = newRxBuffer(u.q.e.hdrSize, MaxFrameSize, 0)
+		}
+		// RWF_NOWAIT: an empty queue answers EAGAIN at once, as the
+		// FD's O_NONBLOCK does for read; io_uring would otherwise park
+		// the request until a frame comes (and ignore O_NONBLOCK).
+		u.r.prepFlags(uringOpReadv, u.w.fd, u.bufs[i].iovecs(), unix.RWF_NOWAIT)
+	}
+	if _, err := u.r.submit(); err != nil {
+		u.err = err
+		return u.w.done(0, 0)
+	}
+	res := u.r.res[:u.k]
+	for _, v := range res {
+		if v != -int32(unix.EAGAIN) {
+			return u.w.done(uintptr(u.k), 0)
+		}
+	}
+	return false
+}
+
+func (u *uringReader) read(w *pollWaiter) (string, error) {
+	if u.plain != nil {
+		return u.plain.read(w)
+	}
+	u.w = w
+	n, errno := w.wait(u.try)
+	switch {
+	case n == -1:
+		return "", errStopped
+	case errno != 0:
+		return "read", errno
+	case u.err != nil:
+		return "io_uring", u.err
+	}
+	got := 0
+	var op string
+	var err error
+	if u.q.beginBatch(n) {
+		defer u.q.endBatch()
+	}
+	for i, v := range u.r.res[:n] {
+		switch {
+		case v > 0:
+			got++
+			u.q.receiveRead(u.bufs[i], int(v), &u.rs)
+			continue
+		case v == -int32(unix.EAGAIN), v == -int32(unix.EINTR):
+			continue
+		case v == 0:
+			op, err = "read", io.EOF
+		case v == -int32(unix.EOPNOTSUPP):
+			// The FD refuses RWF_NOWAIT (a file kind without
+			// FMODE_NOWAIT): read it with readv from now on.
+			u.q.e.noteNoUring(unix.EOPNOTSUPP)
+			u.plain = &readvReader{q: u.q, b: u.bufs[0]}
+			u.bufs[0] = nil
+			return "", nil
+		default:
+			op, err = "read", unix.Errno(-v)
+		}
+		break
+	}
+	u.empty = u.r.res[n-1] == -int32(unix.EAGAIN)
+	u.k = min(max(2*got, 2), uringRxBatch)
+	return op, err
 }
 
 // Batching of recvmmsg readers.
@@ -347,6 +480,9 @@ func (r *mmsgReader) read(w *pollWaiter) (string, error) {
 		return "recvmmsg", errno
 	case n == 0 && !r.packet, n > 0 && r.eofOnEmpty && r.mmsg[0].Len == 0:
 		return "recvmmsg", io.EOF // the peer closed
+	}
+	if r.q.beginBatch(n) {
+		defer r.q.endBatch()
 	}
 	for i := 0; i < n; i++ {
 		r.frame(i)

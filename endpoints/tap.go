@@ -69,6 +69,11 @@ type TapOptions struct {
 	// (a socketpair standing in for a device) it is the header size both
 	// sides use.
 	VnetHdrSize int
+	// SyscallIO makes every queue read and write one frame per system
+	// call (readv, writev). By default a queue reads and writes batches
+	// through io_uring, and falls back to this by itself where the kernel
+	// refuses io_uring (kernel.io_uring_disabled, a seccomp filter).
+	SyscallIO bool
 	// OnQueueState, if set, is called when a queue goes down (FD error,
 	// DetachQueue) or comes back (AttachFD, AttachQueue). It runs on the
 	// goroutine that noticed the change and must not block.
@@ -226,8 +231,9 @@ func newTap(fds []int, opts TapOptions) (*Tap, error) {
 	if hdrSize > 0 && !opts.NoOffloads {
 		e.canGSO, e.canCsum = true, true
 	}
-	e.newReader = newReadvReader
-	e.newWriter = newWritevWriter
+	e.syscallIO = opts.SyscallIO
+	e.newReader = newTapReader
+	e.newWriter = newTapWriter
 	e.mtu.Store(opts.MTU)
 	mac := tcpip.LinkAddress(opts.MAC)
 	e.mac.Store(&mac)

@@ -257,22 +257,63 @@ const mmsgTxBatch = 47
 // message. Frames that need a software fallback go out one by one, in
 // order.
 type mmsgWriter struct {
-	q     *fdQueue
-	s     txScratch
-	mmsg  []rawfile.MMsgHdr
-	iovs  []unix.Iovec
-	spans [][2]int // iovec range of each mmsg entry
-	lens  []int    // frame bytes of each mmsg entry
-	hdrs  [][VnetHdrSize]byte
+	frameBatch
+	q    *fdQueue
+	s    txScratch
+	mmsg []rawfile.MMsgHdr
 }
 
 func newMMsgWriter(q *fdQueue) writer {
-	return &mmsgWriter{q: q, s: newTxScratch(q.e.hdrSize)}
+	return &mmsgWriter{q: q, s: newTxScratch(q.e.hdrSize), frameBatch: frameBatch{hdrSize: q.e.hdrSize, limit: mmsgTxBatch}}
 }
 
 func (w *mmsgWriter) write(fd int, pkts []*stack.PacketBuffer) (int, unix.Errno, tcpip.Error) {
 	w.reset()
 	return writeBatched(w.q, &w.s, fd, w.q.e.hdrSize, pkts, w, writevFD)
+}
+
+// frameBatch is the frames a batching writer has queued: each one's
+// iovecs (its virtio-net header, then its shared views) and length.
+type frameBatch struct {
+	hdrSize int
+	limit   int // frames per batch
+	iovs    []unix.Iovec
+	spans   [][2]int // iovec range of each frame
+	lens    []int    // bytes of each frame
+	hdrs    []byte   // limit headers of hdrSize bytes, allocated once
+}
+
+func (b *frameBatch) reset() {
+	b.iovs, b.spans, b.lens = b.iovs[:0], b.spans[:0], b.lens[:0]
+}
+
+// add queues one frame and reports whether the batch is full.
+func (b *frameBatch) add(h VnetHdr, pkt *stack.PacketBuffer, frameLen int) bool {
+	k := len(b.spans)
+	start := len(b.iovs)
+	if b.hdrSize > 0 {
+		if b.hdrs == nil {
+			b.hdrs = make([]byte, b.limit*b.hdrSize)
+		}
+		hdr := b.hdrs[k*b.hdrSize : (k+1)*b.hdrSize]
+		// Encode fills the first VnetHdrSize bytes; the rest of a
+		// larger header (num_buffers) is 0.
+		h.Encode(hdr)
+		clear(hdr[VnetHdrSize:])
+		b.iovs = append(b.iovs, unix.Iovec{Base: &hdr[0]})
+		b.iovs[len(b.iovs)-1].SetLen(b.hdrSize)
+	}
+	b.iovs = appendFrame(b.iovs, pkt)
+	b.spans = append(b.spans, [2]int{start, len(b.iovs)})
+	b.lens = append(b.lens, frameLen)
+	return len(b.spans) == b.limit
+}
+
+// frame returns frame i's iovecs. Only call it once all frames are added:
+// appends may move the iovecs.
+func (b *frameBatch) frame(i int) []unix.Iovec {
+	sp := b.spans[i]
+	return b.iovs[sp[0]:sp[1]]
 }
 
 // batcher is a writer that queues frames and writes them out together
@@ -333,42 +374,20 @@ func writeBatched(q *fdQueue, s *txScratch, fd, hdrSize int, pkts []*stack.Packe
 	return sent, flush(), terr
 }
 
-func (w *mmsgWriter) reset() {
-	w.mmsg, w.iovs, w.spans, w.lens = w.mmsg[:0], w.iovs[:0], w.spans[:0], w.lens[:0]
-}
-
-// add queues one frame for the next sendmmsg.
-func (w *mmsgWriter) add(h VnetHdr, pkt *stack.PacketBuffer, frameLen int) bool {
-	k := len(w.mmsg)
-	if len(w.hdrs) <= k {
-		w.hdrs = append(w.hdrs, [VnetHdrSize]byte{})
-	}
-	start := len(w.iovs)
-	if w.q.e.hdrSize > 0 {
-		h.Encode(w.hdrs[k][:])
-		w.iovs = append(w.iovs, unix.Iovec{Base: &w.hdrs[k][0]})
-		w.iovs[len(w.iovs)-1].SetLen(VnetHdrSize)
-	}
-	w.iovs = appendFrame(w.iovs, pkt)
-	w.mmsg = append(w.mmsg, rawfile.MMsgHdr{})
-	w.spans = append(w.spans, [2]int{start, len(w.iovs)})
-	w.lens = append(w.lens, frameLen)
-	return len(w.mmsg) == mmsgTxBatch
-}
-
 // flush sends the queued frames and counts each.
 func (w *mmsgWriter) flush(fd int) (int, unix.Errno, tcpip.Error) {
-	if len(w.mmsg) == 0 {
+	if len(w.spans) == 0 {
 		return 0, 0, nil
 	}
 	defer w.reset()
 	c := &w.q.c
 	// Point the headers at the iovecs only now: appends may have moved them.
-	for i := range w.mmsg {
-		sp := w.spans[i]
-		w.mmsg[i] = rawfile.MMsgHdr{}
-		w.mmsg[i].Msg.Iov = &w.iovs[sp[0]]
-		w.mmsg[i].Msg.SetIovlen(sp[1] - sp[0])
+	w.mmsg = w.mmsg[:0]
+	for i := range w.spans {
+		iovs := w.frame(i)
+		w.mmsg = append(w.mmsg, rawfile.MMsgHdr{})
+		w.mmsg[i].Msg.Iov = &iovs[0]
+		w.mmsg[i].Msg.SetIovlen(len(iovs))
 	}
 	sent := 0
 	var terr tcpip.Error
@@ -404,4 +423,132 @@ func (w *mmsgWriter) flush(fd int) (int, unix.Errno, tcpip.Error) {
 		i += n
 	}
 	return sent, 0, terr
+}
+
+// uringTxBatch is the most frames one io_uring submit writes.
+const uringTxBatch = 64
+
+// uringWriter writes a batch of frames to a tap queue with one
+// io_uring_enter: one writev request per frame, run in order by the kernel
+// (see uring). Frames that need a software fallback go out one by one with
+// writev, in order.
+type uringWriter struct {
+	frameBatch
+	q *fdQueue
+	s txScratch
+	r *uring
+}
+
+// newTapWriter returns a tap queue's writer: io_uring batches where the
+// kernel allows them and the endpoint wants them, else writev per frame.
+func newTapWriter(q *fdQueue) writer {
+	if q.e.syscallIO {
+		return newWritevWriter(q)
+	}
+	r, err := newUring(uringTxBatch)
+	if err != nil {
+		q.e.noteNoUring(err)
+		return newWritevWriter(q)
+	}
+	return &uringWriter{q: q, r: r, s: newTxScratch(q.e.hdrSize), frameBatch: frameBatch{hdrSize: q.e.hdrSize, limit: uringTxBatch}}
+}
+
+func (w *uringWriter) write(fd int, pkts []*stack.PacketBuffer) (int, unix.Errno, tcpip.Error) {
+	if len(pkts) == 1 {
+		// One frame: writev costs one system call as well, and less.
+		pkt := pkts[0]
+		frameLen := pkt.Size()
+		h, act, reason := w.q.e.plan(pkt, peekPacket(w.s.head[:], pkt), frameLen)
+		ok, broken, err := w.s.sendOne(&w.q.c, fd, w.q.e.hdrSize, int(w.q.e.mtu.Load()), pkt, frameLen, h, act, reason, writevFD)
+		if ok {
+			return 1, broken, err
+		}
+		return 0, broken, err
+	}
+	w.reset()
+	return writeBatched(w.q, &w.s, fd, w.q.e.hdrSize, pkts, w, writevFD)
+}
+
+// flush writes the queued frames with one submit and counts each.
+func (w *uringWriter) flush(fd int) (int, unix.Errno, tcpip.Error) {
+	n := len(w.spans)
+	if n == 0 {
+		return 0, 0, nil
+	}
+	defer w.reset()
+	if n > 1 && w.r != nil {
+		for i := range n {
+			// RWF_NOWAIT: never park a write (a socket standing in for
+			// a tap may be full); EAGAIN counts tx_full as for writev.
+			w.r.prepFlags(uringOpWritev, fd, w.frame(i), unix.RWF_NOWAIT)
+		}
+		if _, err := w.r.submit(); err == nil {
+			res := w.r.res[:n]
+			return w.count(n, func(i int) unix.Errno {
+				switch {
+				case res[i] == -int32(unix.EOPNOTSUPP):
+					// The FD refuses RWF_NOWAIT: writev from now on.
+					w.dropRing(unix.EOPNOTSUPP)
+					return writevFD(fd, w.frame(i))
+				case res[i] < 0:
+					return unix.Errno(-res[i])
+				}
+				return 0
+			})
+		} else {
+			// The ring itself failed (enter only fails so on bad
+			// arguments); which requests ran is unknown. Count them
+			// lost and go on with writev.
+			w.q.c.txDrops[DropTxError].Add(uint64(n))
+			w.dropRing(err)
+			return 0, 0, &tcpip.ErrClosedForSend{}
+		}
+	}
+	// One frame is not worth a ring round trip.
+	return w.count(n, func(i int) unix.Errno { return writevFD(fd, w.frame(i)) })
+}
+
+// count counts the outcome of frames 0..n-1, result(i) being frame i's
+// write error or 0, and returns what flush does.
+func (w *uringWriter) count(n int, result func(i int) unix.Errno) (int, unix.Errno, tcpip.Error) {
+	c := &w.q.c
+	sent := 0
+	var broken unix.Errno
+	var terr tcpip.Error
+	for i := range n {
+		e := result(i)
+		if e == 0 {
+			sent++
+			c.txPackets.Add(1)
+			c.txBytes.Add(uint64(w.lens[i]))
+			continue
+		}
+		r, b, err := txResult(e)
+		c.txDrops[r].Add(1)
+		if b != 0 && broken == 0 {
+			broken = b
+		}
+		if err != nil {
+			terr = err
+		} else {
+			terr = tcpip.TranslateErrno(e)
+		}
+	}
+	return sent, broken, terr
+}
+
+// dropRing makes the writer use writev from now on.
+func (w *uringWriter) dropRing(err error) {
+	if w.r != nil {
+		w.q.e.log.Warn("io_uring write failed; using writev from now on", "queue", w.q.idx, "err", err)
+		w.r.close()
+		w.r = nil
+	}
+}
+
+// close releases the ring.
+func (w *uringWriter) close() {
+	if w.r != nil {
+		w.r.close()
+	}
 }
