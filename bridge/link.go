@@ -51,6 +51,18 @@ type QueueDispatcher interface {
 	DeliverQueuePacket(queue int, pkt *stack.PacketBuffer)
 }
 
+// BatchDispatcher is a QueueDispatcher that an endpoint's reader may tell
+// where a batch of frames read together starts and ends (BeginBatch and
+// EndBatch around their DeliverQueuePacket calls, on the queue's receive
+// goroutine). A link's dispatchers are BatchDispatchers: the switch holds
+// the writes a batch causes until it ends, so each destination takes the
+// batch in one write. The endpoints package's readers use it.
+type BatchDispatcher interface {
+	QueueDispatcher
+	BeginBatch(queue int)
+	EndBatch(queue int)
+}
+
 // queueSource is the switch side of a link: a set of queues to drain.
 type queueSource interface {
 	NumQueues() int
@@ -218,14 +230,50 @@ type PortLink struct {
 	once sync.Once
 }
 
-var _ QueueDispatcher = (*portDispatcher)(nil)
+var _ BatchDispatcher = (*portDispatcher)(nil)
 
 // portDispatcher is the endpoint's dispatcher: what it receives, the port
 // sends into the switch.
 type portDispatcher struct {
+	plugs
 	sw    *vswitch.Switch
 	port  *vswitch.Port
 	sniff *sniffers
+}
+
+// plugs holds a dispatcher's per-queue switch plugs: a reader that
+// delivers a batch (BeginBatch, frames, EndBatch) has the switch hold the
+// writes its frames cause until the batch ends, so each destination gets
+// them in one write. Queue i's plug is touched only by queue i's receive
+// goroutine.
+type plugs struct {
+	p [vswitch.MaxQueues + 1]*vswitch.Plug // by queue + 1 (-1: no queue)
+}
+
+// BeginBatch implements endpoints.BatchDispatcher.
+func (ps *plugs) BeginBatch(queue int) {
+	if i := queue + 1; i >= 0 && i < len(ps.p) {
+		if ps.p[i] == nil {
+			ps.p[i] = new(vswitch.Plug)
+		}
+		ps.p[i].Begin()
+	}
+}
+
+// EndBatch implements endpoints.BatchDispatcher.
+func (ps *plugs) EndBatch(queue int) {
+	if pl := ps.plug(queue); pl != nil {
+		pl.End()
+	}
+}
+
+// plug returns queue's plug (nil when it has none; a Plug not begun
+// holds nothing).
+func (ps *plugs) plug(queue int) *vswitch.Plug {
+	if i := queue + 1; i >= 0 && i < len(ps.p) {
+		return ps.p[i]
+	}
+	return nil
 }
 
 // DeliverNetworkPacket implements stack.NetworkDispatcher. It borrows pkt.
@@ -236,9 +284,14 @@ func (d *portDispatcher) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt
 // DeliverQueuePacket implements QueueDispatcher. It borrows pkt.
 func (d *portDispatcher) DeliverQueuePacket(queue int, pkt *stack.PacketBuffer) {
 	d.sniff.each(false, pkt)
-	d.sw.Transmit(d.port, pkt, queue)
+	pl := d.plug(queue)
+	d.sw.TransmitPlugged(d.port, pkt, queue, pl)
 	if w := d.port.Throttle(); w > 0 {
-		// The port is far over its limit: pace its reader.
+		// The port is far over its limit: pace its reader, but not the
+		// frames it already sent.
+		if pl != nil {
+			pl.Flush()
+		}
 		time.Sleep(w)
 	}
 }
@@ -299,9 +352,12 @@ type LowerLink struct {
 	opts LinkOptions
 }
 
-var _ QueueDispatcher = (*lowerDispatcher)(nil)
+var _ BatchDispatcher = (*lowerDispatcher)(nil)
 
-type lowerDispatcher struct{ sw *vswitch.Switch }
+type lowerDispatcher struct {
+	plugs
+	sw *vswitch.Switch
+}
 
 // DeliverNetworkPacket implements stack.NetworkDispatcher. It borrows pkt.
 func (d *lowerDispatcher) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
@@ -310,7 +366,7 @@ func (d *lowerDispatcher) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pk
 
 // DeliverQueuePacket implements QueueDispatcher. It borrows pkt.
 func (d *lowerDispatcher) DeliverQueuePacket(queue int, pkt *stack.PacketBuffer) {
-	d.sw.Receive(pkt, queue)
+	d.sw.ReceivePlugged(pkt, queue, d.plug(queue))
 }
 
 // DeliverLinkPacket implements stack.NetworkDispatcher.

@@ -8,6 +8,13 @@ import "gvisor.dev/gvisor/pkg/tcpip/stack"
 // reference. It does not block; floods that go through the broadcast queue
 // wait there for DrainBroadcast.
 func (s *Switch) Receive(pkt *stack.PacketBuffer, rxQueue int) {
+	s.ReceivePlugged(pkt, rxQueue, nil)
+}
+
+// ReceivePlugged is Receive for one frame of a batch that the caller
+// brackets with pl's Begin and End: writes to the ports are held until
+// then. A nil pl is Receive.
+func (s *Switch) ReceivePlugged(pkt *stack.PacketBuffer, rxQueue int, pl *Plug) {
 	s.accepted.Add(1)
 	l := s.lower
 	l.rxPackets.Add(1)
@@ -21,6 +28,7 @@ func (s *Switch) Receive(pkt *stack.PacketBuffer, rxQueue int) {
 	var f frame
 	var hb [peekLen]byte
 	h, ok := s.classify(pkt, &f, &hb)
+	f.plug = pl
 	if !ok {
 		l.rxDrops[DropMalformed].Add(1)
 		s.finish(false, DropMalformed)
@@ -153,12 +161,20 @@ func flood(t *fib, pkt *stack.PacketBuffer, f *frame, src *Port, srcMode Mode, r
 // Transmit forwards a frame that port p sent (macvlan_queue_xmit). rxQueue
 // is the port queue it was read from, or -1. Transmit borrows pkt.
 func (s *Switch) Transmit(p *Port, pkt *stack.PacketBuffer, rxQueue int) {
+	s.TransmitPlugged(p, pkt, rxQueue, nil)
+}
+
+// TransmitPlugged is Transmit for one frame of a batch that the caller
+// brackets with pl's Begin and End: writes to the destinations are held
+// until then. A nil pl is Transmit.
+func (s *Switch) TransmitPlugged(p *Port, pkt *stack.PacketBuffer, rxQueue int, pl *Plug) {
 	s.accepted.Add(1)
 	v := p.view.Load()
 	t := s.fib.Load()
 	var f frame
 	var hb [peekLen]byte
 	h, ok := s.classify(pkt, &f, &hb)
+	f.plug = pl
 	switch {
 	case !v.up || v.removed:
 		p.ctr.txDrops[DropPortDown].Add(1)
@@ -234,7 +250,7 @@ func (s *Switch) toWire(pkt *stack.PacketBuffer, f *frame, rxQueue int) {
 		l.txDrops[DropNoQueue].Add(1)
 		return
 	}
-	ok, closed := q.push(pkt)
+	ok, closed := q.push(pkt, f.plug)
 	switch {
 	case closed:
 		l.txDrops[DropRemoved].Add(1)

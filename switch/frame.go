@@ -43,6 +43,7 @@ type frame struct {
 	size      int    // whole frame, link header included
 	ipv4Frag  bool   // IPv4 with MF set or a non-zero fragment offset
 	hash      uint32
+	plug      *Plug // the producer's batch, or nil
 }
 
 // peek copies up to len(buf) leading bytes of pkt's frame into buf.

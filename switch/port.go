@@ -183,7 +183,7 @@ func deliver(v *portView, pkt *stack.PacketBuffer, f *frame, rxQueue int, kind d
 		p.ctr.rxDrops[DropNoQueue].Add(1)
 		return
 	}
-	ok, closed := q.push(pkt)
+	ok, closed := q.push(pkt, f.plug)
 	switch {
 	case closed:
 		p.ctr.rxDrops[DropRemoved].Add(1)

@@ -124,9 +124,60 @@ func (q *Queue) wake() {
 	}
 }
 
+// Plug holds back the writes one producer would make itself while it
+// forwards a batch of frames read together, so that each destination
+// queue takes the batch in one write instead of one write per frame (the
+// kernel's xmit_more). A plugged producer that finds a queue's writer idle
+// claims it (running) and defers the write to Flush; other producers then
+// find it running and only queue, as they do behind any writer. A Plug
+// belongs to one goroutine; its zero value is ready.
+type Plug struct {
+	on   bool
+	held []*Queue
+}
+
+// plugHold is the most queues a plug holds back; writes to others go out
+// at once.
+const plugHold = 8
+
+// Begin starts a batch: direct writes are held until Flush or End.
+func (pl *Plug) Begin() {
+	if pl.held == nil {
+		pl.held = make([]*Queue, 0, plugHold)
+	}
+	pl.on = true
+}
+
+// Flush writes out every queue the plug holds; the batch goes on.
+func (pl *Plug) Flush() {
+	for i, q := range pl.held {
+		q.writeOut(maxDirectRounds)
+		pl.held[i] = nil
+	}
+	pl.held = pl.held[:0]
+}
+
+// End flushes and ends the batch.
+func (pl *Plug) End() {
+	pl.Flush()
+	pl.on = false
+}
+
+// hold takes q, whose writer pl's producer just claimed, into the batch,
+// or reports false (write it now).
+func (pl *Plug) hold(q *Queue) bool {
+	if pl == nil || !pl.on || len(pl.held) == cap(pl.held) {
+		return false
+	}
+	pl.held = append(pl.held, q)
+	return true
+}
+
 // push adds a reference to pkt and queues it. It reports false, without
-// taking a reference, when the queue is full or closed.
-func (q *Queue) push(pkt *stack.PacketBuffer) (ok, closed bool) {
+// taking a reference, when the queue is full or closed. A producer that
+// claims the idle writer writes the queue out at once, or, under a plug,
+// when the plug flushes.
+func (q *Queue) push(pkt *stack.PacketBuffer, pl *Plug) (ok, closed bool) {
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
@@ -151,6 +202,7 @@ func (q *Queue) push(pkt *stack.PacketBuffer) (ok, closed bool) {
 	q.enqueued.Add(1)
 	q.enqueuedBytes.Add(uint64(pkt.Size()))
 	switch {
+	case direct && pl.hold(q):
 	case direct:
 		q.writeOut(maxDirectRounds)
 	case wake:
