@@ -35,6 +35,7 @@ import (
 // adopt) and never deletes one it did not create.
 type daemon struct {
 	log    *slog.Logger
+	opt    daemonOptions
 	sw     *bridge.Switch
 	state  *stateDir
 	events *eventLog
@@ -75,12 +76,18 @@ type runPort struct {
 // ones added through the API before a restart, re-attaching to the taps it
 // created. On error everything it made is torn down again (taps it
 // re-attached to stay).
-func startDaemon(cfg *config.Config, log *slog.Logger) (_ *daemon, err error) {
+// daemonOptions are the daemon's settings from the command line, not the
+// config file.
+type daemonOptions struct {
+	syscallIO bool // taps without io_uring (run --syscall-io)
+}
+
+func startDaemon(cfg *config.Config, log *slog.Logger, opt daemonOptions) (_ *daemon, err error) {
 	state, err := openStateDir(stateDirOf(cfg), cfg.Lower.Interface)
 	if err != nil {
 		return nil, err
 	}
-	d := &daemon{log: log, cfg: cfg, state: state, ports: map[string]*runPort{}, events: newEventLog(log)}
+	d := &daemon{log: log, cfg: cfg, opt: opt, state: state, ports: map[string]*runPort{}, events: newEventLog(log)}
 	defer func() {
 		if err != nil {
 			d.shutdown(false)
@@ -259,7 +266,7 @@ func (d *daemon) openTap(pc config.Port, rec *statePort) (stack.LinkEndpoint, st
 	}
 	opts := endpoints.TapOptions{
 		Name: t.Ifname, NetNS: t.Netns, Queues: pc.Queues, MTU: mtu, NoOffloads: !t.Offloads,
-		Persist: true, LoUp: t.LoUp, Logger: d.log,
+		Persist: true, LoUp: t.LoUp, Logger: d.log, SyscallIO: d.opt.syscallIO,
 	}
 	if !mac.IsZero() {
 		opts.MAC = net.HardwareAddr(mac[:])

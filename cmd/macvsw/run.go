@@ -58,6 +58,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	pidfile := fs.String("pidfile", "", "write the daemon's PID to PATH once it runs; removed on exit")
 	cleanup := fs.Bool("cleanup", false, "on exit, remove every port and delete the taps macvsw created (default: leave them for the next start)")
 	realtime := fs.Int("realtime", 0, "run every thread SCHED_RR at this priority (1-99; 0: the normal scheduler); see README, Performance")
+	syscallIO := fs.Bool("syscall-io", false, "tap queues read and write one frame per system call instead of io_uring batches (default: io_uring where the kernel allows it)")
 	over := config.RegisterFlags(fs)
 	pos, err := parseArgs(fs, args, stdout)
 	if err != nil {
@@ -134,7 +135,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		defer metrics.close()
 	}
 	notify(log, "STATUS=starting: lower "+cfg.Lower.Interface)
-	d, err := startDaemon(cfg, log)
+	d, err := startDaemon(cfg, log, daemonOptions{syscallIO: *syscallIO})
 	if err != nil {
 		return fatal(err)
 	}
