@@ -11,9 +11,14 @@
 // an FD, its life state, counters, a reader goroutine parked on Go's
 // netpoller and a writer lock; queue pick, failure handling, stats and an
 // ordered Close are written once. Kinds differ only in two small
-// strategies, a reader (rx.go: readv, recvmmsg, or ring.go's TPACKET_V3
-// ring) and a writer (tx.go: writev, sendmmsg), and in their control
-// plane:
+// strategies, a reader (rx.go: io_uring batches of readv, readv,
+// recvmmsg, or ring.go's TPACKET_V3 ring) and a writer (tx.go: io_uring
+// batches of writev, writev, sendmmsg), and in their control plane. A tap
+// is a character device with no recvmmsg or sendmmsg, so its queues batch
+// through a small synchronous io_uring (uring.go) and fall back to one
+// system call per frame where the kernel refuses it. Readers that take
+// several frames at once bracket their delivery (BatchDispatcher), so a
+// switch can write each destination once per batch:
 //
 //   - Tap (tap.go; NewTap, AdoptTap): a multi-queue tun/tap device with a
 //     12-byte virtio-net header and TSO/USO/checksum offloads. NewTap

@@ -26,9 +26,9 @@ const MaxQueues = 256
 // group, a connection to a VM) with its life state, counters, reader
 // goroutine and writer lock. What differs between kinds are two small
 // strategies, chosen when the endpoint is made: how a queue's reader takes
-// frames from its FD (reader: readv, recvmmsg, a TPACKET_V3 ring, a
-// length-prefixed stream) and how a batch of frames goes out (writer:
-// writev, sendmmsg, a stream). The kinds (Tap, Packet, Socket) add their
+// frames from its FD (reader: io_uring batches, readv, recvmmsg, a
+// TPACKET_V3 ring, a length-prefixed stream) and how a batch of frames goes
+// out (writer: io_uring batches, writev, sendmmsg, a stream). The kinds (Tap, Packet, Socket) add their
 // own control plane around it.
 //
 // Queue states:
