@@ -223,7 +223,14 @@ func runVariant(name string) (res result, err error) {
 		res.LANGbps = r.Gbps
 	}
 	if want("udp") {
-		if err := udp64(v, &res); err != nil {
+		err := udp64(v, &res)
+		if err != nil {
+			// iperf3 itself sometimes loses its control connection
+			// under the flood; one more try, said out loud.
+			fmt.Fprintf(os.Stderr, "bench %s: UDP: %v; trying once more\n", name, err)
+			err = udp64(v, &res)
+		}
+		if err != nil {
 			return res, err
 		}
 	}

@@ -30,7 +30,9 @@ func (l *Lab) Iperf(serverNS, clientNS, dst string, secs int, extra ...string) (
 	if err := l.WaitListening(serverNS, iperfPort, 20*time.Second); err != nil {
 		return IperfResult{}, fmt.Errorf("iperf3 server: %w", err)
 	}
-	args := append([]string{"iperf3", "-J", "-c", dst, "-t", fmt.Sprint(secs)}, extra...)
+	// Bounded in time: an iperf3 client whose server went away can spin
+	// forever (seen under a 64-byte UDP flood).
+	args := append([]string{"timeout", "-k", "5", fmt.Sprint(secs + 30), "iperf3", "-J", "-c", dst, "-t", fmt.Sprint(secs)}, extra...)
 	out, err := l.Exec(clientNS, args...)
 	if err != nil {
 		return IperfResult{}, err
