@@ -287,9 +287,8 @@ const uringBigFrame = 8 << 10
 // holds: it doubles while batches come back full and falls to twice what
 // the last one found, so an idle queue costs one enter per frame (the
 // frame and the empty read after it) and a busy one a sixteenth of that.
-// After GSO super-frames k is 1, a plain readv.
-// A batch that ended on an empty read parks at once on the next call:
-// the queue was empty, and a frame arriving since has woken the poller.
+// After GSO super-frames k is 1, a plain readv; so is the first look
+// after a batch that ended on an empty read.
 type uringReader struct {
 	q     *fdQueue
 	r     *uring
@@ -334,11 +333,11 @@ func (u *uringReader) release() {
 // submit is the waiter's try: it runs one batch and reports false (wait)
 // when it read nothing.
 func (u *uringReader) submit(uintptr) bool {
-	if u.empty {
+	if u.k == 1 || u.empty {
+		// One frame, or a queue the last batch found empty: a plain
+		// readv is the cheapest way to look. (Never skip the look: the
+		// poller forgets readiness that came before this wait began.)
 		u.empty = false
-		return false
-	}
-	if u.k == 1 {
 		if u.bufs[0] == nil {
 			u.bufs[0] = newRxBuffer(u.q.e.hdrSize, MaxFrameSize, 0)
 		}
