@@ -57,7 +57,11 @@ func (b *bcastQueue) push(pkt *stack.PacketBuffer, f *frame, src *Port, srcMode 
 		}
 		b.ring, b.head = ring, 0
 	}
-	b.ring[(b.head+b.n)%len(b.ring)] = bcastEntry{pkt: pkt.IncRef(), f: *f, src: src, srcMode: srcMode, rxQueue: rxQueue}
+	e := bcastEntry{pkt: pkt.IncRef(), f: *f, src: src, srcMode: srcMode, rxQueue: rxQueue}
+	// The drainer delivers on its own goroutine: the producer's plug,
+	// which only its goroutine may touch, stays behind.
+	e.f.plug = nil
+	b.ring[(b.head+b.n)%len(b.ring)] = e
 	b.n++
 	wake := b.n == 1
 	b.mu.Unlock()

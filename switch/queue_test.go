@@ -214,3 +214,26 @@ func TestPlugBatchesWrites(t *testing.T) {
 		t.Errorf("b rx_packets = %d, want 9", st.RxPackets)
 	}
 }
+
+// TestPlugStaysWithItsProducer: a flood a plugged producer hands to the
+// broadcast queue is delivered later by another goroutine, which must not
+// use the producer's plug (only its goroutine may). Before, the drainer
+// held the ports' writers in the reader's plug; under load two goroutines
+// raced on it, lost a held queue, and its writer stayed claimed forever.
+func TestPlugStaysWithItsProducer(t *testing.T) {
+	s := newSwitch(t, Options{})
+	b := addPort(t, s, PortConfig{Name: "b", MAC: macB, Mode: ModeBridge})
+	var writes int
+	b.Queue(0).SetWriter(func(l *stack.PacketBufferList) { writes += l.Len() }, 64)
+	defer b.Queue(0).SetWriter(nil, 0)
+	var pl Plug
+	pl.Begin()
+	p := pktOf(udp4(MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, macE, 1, 2, 100))
+	s.ReceivePlugged(p, 0, &pl)
+	p.DecRef()
+	s.DrainBroadcast(1 << 20)
+	if writes != 1 {
+		t.Errorf("the broadcast drainer's delivery was written %d times before the producer's plug ended, want 1", writes)
+	}
+	pl.End()
+}
