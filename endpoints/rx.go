@@ -288,18 +288,21 @@ const uringBigFrame = 8 << 10
 // the last one found, so an idle queue costs one enter per frame (the
 // frame and the empty read after it) and a busy one a sixteenth of that.
 // After GSO super-frames k is 1, a plain readv; so is the first look
-// after a batch that ended on an empty read.
+// after a batch that ended on an empty read and after a wake-up, so a
+// lone frame (a ping) costs what it did with readv alone.
 type uringReader struct {
-	q     *fdQueue
-	r     *uring
-	bufs  []*rxBuffer // allocated as k first reaches them
-	k     int
-	empty bool
-	w     *pollWaiter
-	try   func(uintptr) bool
-	err   error // a failed submit, for read
-	rs    rxScratch
-	plain *readvReader // set once the FD refused RWF_NOWAIT
+	q    *fdQueue
+	r    *uring
+	bufs []*rxBuffer // allocated as k first reaches them
+	k    int
+	// single makes the next look one plain readv: the queue was last
+	// seen empty.
+	single bool
+	w      *pollWaiter
+	try    func(uintptr) bool
+	err    error // a failed submit, for read
+	rs     rxScratch
+	plain  *readvReader // set once the FD refused RWF_NOWAIT
 }
 
 // newTapReader returns a tap queue's reader: io_uring batches where the
@@ -333,11 +336,12 @@ func (u *uringReader) release() {
 // submit is the waiter's try: it runs one batch and reports false (wait)
 // when it read nothing.
 func (u *uringReader) submit(uintptr) bool {
-	if u.k == 1 || u.empty {
-		// One frame, or a queue the last batch found empty: a plain
-		// readv is the cheapest way to look. (Never skip the look: the
-		// poller forgets readiness that came before this wait began.)
-		u.empty = false
+	if u.k == 1 || u.single {
+		// One frame, or a queue last seen empty (the last batch ran dry,
+		// or the reader parked since): a plain readv is the cheapest
+		// look, and the quickest to deliver a lone frame after a
+		// wake-up. (Never skip the look: the poller forgets readiness
+		// that came before this wait began.)
 		if u.bufs[0] == nil {
 			u.bufs[0] = newRxBuffer(u.q.e.hdrSize, MaxFrameSize, 0)
 		}
@@ -345,12 +349,14 @@ func (u *uringReader) submit(uintptr) bool {
 		n, _, e := unix.RawSyscall(unix.SYS_READV, uintptr(u.w.fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
 		switch e {
 		case unix.EAGAIN, unix.EINTR:
+			u.single = true
 			return false
 		case 0:
 			u.r.res[0] = int32(n)
 		default:
 			u.r.res[0] = -int32(e)
 		}
+		u.single = false
 		return u.w.done(1, 0)
 	}
 	for i := range u.k {
@@ -372,6 +378,7 @@ func (u *uringReader) submit(uintptr) bool {
 			return u.w.done(uintptr(u.k), 0)
 		}
 	}
+	u.single = true
 	return false
 }
 
@@ -418,7 +425,7 @@ func (u *uringReader) read(w *pollWaiter) (string, error) {
 		}
 		break
 	}
-	u.empty = u.r.res[n-1] == -int32(unix.EAGAIN)
+	u.single = u.r.res[n-1] == -int32(unix.EAGAIN)
 	if got > 0 && bytes/got > uringBigFrame {
 		// GSO super-frames: the copy dwarfs the system call, and
 		// reading several before delivering the first stalls the
