@@ -71,6 +71,7 @@ type result struct {
 	UDPApp    float64 `json:"udp64_delivered_pps"`
 	UDPSndDrp float64 `json:"udp64_sender_drops_pps"`
 	UDPSwDrp  float64 `json:"udp64_switch_drops_pps"`
+	UDPRcvDrp float64 `json:"udp64_receiver_socket_drops_pps"`
 	RTTP50    float64 `json:"rtt_p50_us"`
 	RTTP99    float64 `json:"rtt_p99_us"`
 	LoadP50   float64 `json:"loaded_rtt_p50_us"`
@@ -452,6 +453,7 @@ func udp64(v *variant, res *result) error {
 	tx0, _ := lab.LinkStat(sb[0], "eth0", "tx_dropped")
 	rx0, _ := lab.LinkStat(sb[1], "eth0", "rx_packets")
 	sw0 := v.switchDrops()
+	rb0 := udpRcvbufErrors(lab, sb[1])
 	c0 := v.cpu()
 	r, err := lab.Iperf(sb[1], sb[0], netlab.SandboxIP4(1), int(duration.Seconds()), "-u", "-b", "0", "-l", "18")
 	if err != nil {
@@ -464,16 +466,45 @@ func udp64(v *variant, res *result) error {
 	tx1, _ := lab.LinkStat(sb[0], "eth0", "tx_dropped")
 	rx1, _ := lab.LinkStat(sb[1], "eth0", "rx_packets")
 	sw1 := v.switchDrops()
+	rb1 := udpRcvbufErrors(lab, sb[1])
 	delivered := float64(r.Packets - r.Lost)
 	res.UDPOffer = float64(r.Packets) / r.Seconds
 	res.UDPApp = delivered / r.Seconds
 	res.UDPCross = float64(rx1-rx0) / r.Seconds
 	res.UDPSndDrp = float64(tx1-tx0) / r.Seconds
 	res.UDPSwDrp = float64(sw1-sw0) / r.Seconds
+	res.UDPRcvDrp = float64(rb1-rb0) / r.Seconds
 	if delivered > 0 {
 		res.SwCPUPkt, res.CPUPkt = swCPU*1e6/delivered, allCPU*1e6/delivered
 	}
 	return nil
+}
+
+// udpRcvbufErrors returns ns's Udp RcvbufErrors (/proc/net/snmp): the
+// datagrams its kernel dropped because the receiving socket was full.
+func udpRcvbufErrors(lab *netlab.Lab, ns string) uint64 {
+	out, err := lab.Exec(ns, "cat", "/proc/net/snmp")
+	if err != nil {
+		return 0
+	}
+	var names []string
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Udp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "RcvbufErrors" && i < len(f) {
+				v, _ := strconv.ParseUint(f[i], 10, 64)
+				return v
+			}
+		}
+	}
+	return 0
 }
 
 // switchDrops sums every drop counter macvsw keeps (0 for other variants).
@@ -609,6 +640,7 @@ var fields = []field{
 	{"UDP 64 B offered by the sender kpps", func(r *result) *float64 { return &r.UDPOffer }, true, 1e-3, ""},
 	{"UDP sender interface drops kpps", func(r *result) *float64 { return &r.UDPSndDrp }, false, 1e-3, ""},
 	{"UDP switch drops kpps", func(r *result) *float64 { return &r.UDPSwDrp }, false, 1e-3, ""},
+	{"UDP receiver socket drops kpps", func(r *result) *float64 { return &r.UDPRcvDrp }, false, 1e-3, ""},
 	{"ping p50 µs", func(r *result) *float64 { return &r.RTTP50 }, false, 0, "≤ +60"},
 	{"ping p99 µs", func(r *result) *float64 { return &r.RTTP99 }, false, 0, "≤ +250"},
 	{"ping p50 µs, TCP 2→3 running", func(r *result) *float64 { return &r.LoadP50 }, false, 0, "≤ +60"},
