@@ -237,3 +237,33 @@ func TestPlugStaysWithItsProducer(t *testing.T) {
 	}
 	pl.End()
 }
+
+// TestPlugBoundedBytes: a plug flushes once it holds plugBytes, so a
+// batch of large frames is not held back whole.
+func TestPlugBoundedBytes(t *testing.T) {
+	s := newSwitch(t, Options{})
+	a := addPort(t, s, PortConfig{Name: "a", MAC: macA, Mode: ModeBridge})
+	b := addPort(t, s, PortConfig{Name: "b", MAC: macB, Mode: ModeBridge})
+	var writes []int
+	b.Queue(0).SetWriter(func(l *stack.PacketBufferList) { writes = append(writes, l.Len()) }, 64)
+	defer b.Queue(0).SetWriter(nil, 0)
+	var pl Plug
+	pl.Begin()
+	const size = 1000
+	for i := 0; i < 40; i++ {
+		p := pktOf(udp4(macB, macA, uint16(i), 2, size))
+		s.TransmitPlugged(a, p, 0, &pl)
+		p.DecRef()
+	}
+	if len(writes) == 0 {
+		t.Fatalf("40 frames of %d bytes held back whole; want a flush at %d bytes", size, plugBytes)
+	}
+	pl.End()
+	total := 0
+	for _, n := range writes {
+		total += n
+	}
+	if total != 40 || writes[0] > plugBytes/size+1 {
+		t.Errorf("writes %v: want 40 frames, the first batch at most %d", writes, plugBytes/size+1)
+	}
+}
