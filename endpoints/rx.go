@@ -287,17 +287,22 @@ const uringBigFrame = 8 << 10
 // holds: it doubles while batches come back full and falls to twice what
 // the last one found, so an idle queue costs one enter per frame (the
 // frame and the empty read after it) and a busy one a sixteenth of that.
-// After GSO super-frames k is 1, a plain readv; so is the first look
-// after a batch that ended on an empty read and after a wake-up, so a
-// lone frame (a ping) costs what it did with readv alone.
+// After GSO super-frames k is 1, a plain readv. So are the looks after a
+// batch that ended on an empty read and after a wake-up, until two in a
+// row find a frame: a lone frame (a ping) costs what it did with readv
+// alone, and the reader's thread is soon free to run the goroutine its
+// frame's answer wakes.
 type uringReader struct {
 	q    *fdQueue
 	r    *uring
 	bufs []*rxBuffer // allocated as k first reaches them
 	k    int
 	// single makes the next look one plain readv: the queue was last
-	// seen empty.
+	// seen empty. streak counts the frames plain readvs found in a
+	// row; batch says the last look was a batch.
 	single bool
+	streak int
+	batch  bool
 	w      *pollWaiter
 	try    func(uintptr) bool
 	err    error // a failed submit, for read
@@ -347,18 +352,25 @@ func (u *uringReader) submit(uintptr) bool {
 		}
 		iov := u.bufs[0].iovecs()
 		n, _, e := unix.RawSyscall(unix.SYS_READV, uintptr(u.w.fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+		u.batch = false
 		switch e {
 		case unix.EAGAIN, unix.EINTR:
-			u.single = true
+			u.single, u.streak = true, 0
 			return false
 		case 0:
 			u.r.res[0] = int32(n)
 		default:
 			u.r.res[0] = -int32(e)
 		}
-		u.single = false
+		// Batch once the queue shows a backlog: a second frame right
+		// after the first. A lone frame (a ping) is followed by one
+		// empty readv and a park, as with readv alone.
+		if u.streak++; u.streak >= 2 {
+			u.single = false
+		}
 		return u.w.done(1, 0)
 	}
+	u.batch = true
 	for i := range u.k {
 		if u.bufs[i] == nil {
 			u.bufs[i] = newRxBuffer(u.q.e.hdrSize, MaxFrameSize, 0)
@@ -425,14 +437,19 @@ func (u *uringReader) read(w *pollWaiter) (string, error) {
 		}
 		break
 	}
-	u.single = u.r.res[n-1] == -int32(unix.EAGAIN)
-	if got > 0 && bytes/got > uringBigFrame {
+	if u.batch {
+		u.single = u.r.res[n-1] == -int32(unix.EAGAIN)
+	}
+	switch {
+	case got > 0 && bytes/got > uringBigFrame:
 		// GSO super-frames: the copy dwarfs the system call, and
 		// reading several before delivering the first stalls the
 		// receiver (a single TCP stream lost 10%). One at a time.
 		u.k = 1
-	} else {
+	case u.batch:
 		u.k = min(max(2*got, 2), uringRxBatch)
+	default:
+		u.k = max(u.k, 2)
 	}
 	return op, err
 }
