@@ -138,6 +138,20 @@ func (closedWriter) write(int, []*stack.PacketBuffer) (int, unix.Errno, tcpip.Er
 	return 0, unix.EBADF, &tcpip.ErrClosedForSend{}
 }
 
+// ring returns a fresh io_uring for a queue's reader or writer, or nil
+// when the endpoint does without (SyscallIO) or the kernel refuses one.
+func (e *engine) ring(entries int) *uring {
+	if e.syscallIO {
+		return nil
+	}
+	r, err := newUring(entries)
+	if err != nil {
+		e.noteNoUring(err)
+		return nil
+	}
+	return r
+}
+
 // noteNoUring logs, once per endpoint, that io_uring is unavailable and
 // its queues write one frame per system call.
 func (e *engine) noteNoUring(err error) {

@@ -313,12 +313,8 @@ type uringReader struct {
 // newTapReader returns a tap queue's reader: io_uring batches where the
 // kernel allows them and the endpoint wants them, else readv per frame.
 func newTapReader(q *fdQueue) reader {
-	if q.e.syscallIO {
-		return newReadvReader(q)
-	}
-	r, err := newUring(uringRxBatch)
-	if err != nil {
-		q.e.noteNoUring(err)
+	r := q.e.ring(uringRxBatch)
+	if r == nil {
 		return newReadvReader(q)
 	}
 	u := &uringReader{q: q, r: r, k: 2, bufs: make([]*rxBuffer, uringRxBatch)}

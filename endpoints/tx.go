@@ -442,12 +442,8 @@ type uringWriter struct {
 // newTapWriter returns a tap queue's writer: io_uring batches where the
 // kernel allows them and the endpoint wants them, else writev per frame.
 func newTapWriter(q *fdQueue) writer {
-	if q.e.syscallIO {
-		return newWritevWriter(q)
-	}
-	r, err := newUring(uringTxBatch)
-	if err != nil {
-		q.e.noteNoUring(err)
+	r := q.e.ring(uringTxBatch)
+	if r == nil {
 		return newWritevWriter(q)
 	}
 	return &uringWriter{q: q, r: r, s: newTxScratch(q.e.hdrSize), frameBatch: frameBatch{hdrSize: q.e.hdrSize, limit: uringTxBatch}}
