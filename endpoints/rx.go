@@ -334,6 +334,14 @@ func (u *uringReader) release() {
 	u.r.close()
 }
 
+// buf returns read buffer i, made on first use.
+func (u *uringReader) buf(i int) *rxBuffer {
+	if u.bufs[i] == nil {
+		u.bufs[i] = newRxBuffer(u.q.e.hdrSize, MaxFrameSize, 0)
+	}
+	return u.bufs[i]
+}
+
 // submit is the waiter's try: it runs one batch and reports false (wait)
 // when it read nothing.
 func (u *uringReader) submit(uintptr) bool {
@@ -343,10 +351,7 @@ func (u *uringReader) submit(uintptr) bool {
 		// look, and the quickest to deliver a lone frame after a
 		// wake-up. (Never skip the look: the poller forgets readiness
 		// that came before this wait began.)
-		if u.bufs[0] == nil {
-			u.bufs[0] = newRxBuffer(u.q.e.hdrSize, MaxFrameSize, 0)
-		}
-		iov := u.bufs[0].iovecs()
+		iov := u.buf(0).iovecs()
 		n, _, e := unix.RawSyscall(unix.SYS_READV, uintptr(u.w.fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
 		u.batch = false
 		switch e {
@@ -368,15 +373,9 @@ func (u *uringReader) submit(uintptr) bool {
 	}
 	u.batch = true
 	for i := range u.k {
-		if u.bufs[i] == nil {
-			u.bufs[i] = newRxBuffer(u.q.e.hdrSize, MaxFrameSize, 0)
-		}
-		// RWF_NOWAIT: an empty queue answers EAGAIN at once, as the
-		// FD's O_NONBLOCK does for read; io_uring would otherwise park
-		// the request until a frame comes (and ignore O_NONBLOCK).
-		u.r.prepFlags(uringOpReadv, u.w.fd, u.bufs[i].iovecs(), unix.RWF_NOWAIT)
+		u.r.prep(uringOpReadv, u.w.fd, u.buf(i).iovecs())
 	}
-	if _, err := u.r.submit(); err != nil {
+	if err := u.r.submit(); err != nil {
 		u.err = err
 		return u.w.done(0, 0)
 	}

@@ -433,9 +433,8 @@ const uringTxBatch = 64
 // (see uring). Frames that need a software fallback go out one by one with
 // writev, in order.
 type uringWriter struct {
+	writevWriter // a lone frame, and the fallback
 	frameBatch
-	q *fdQueue
-	s txScratch
 	r *uring
 }
 
@@ -446,20 +445,17 @@ func newTapWriter(q *fdQueue) writer {
 	if r == nil {
 		return newWritevWriter(q)
 	}
-	return &uringWriter{q: q, r: r, s: newTxScratch(q.e.hdrSize), frameBatch: frameBatch{hdrSize: q.e.hdrSize, limit: uringTxBatch}}
+	return &uringWriter{
+		writevWriter: writevWriter{q: q, s: newTxScratch(q.e.hdrSize)},
+		frameBatch:   frameBatch{hdrSize: q.e.hdrSize, limit: uringTxBatch},
+		r:            r,
+	}
 }
 
 func (w *uringWriter) write(fd int, pkts []*stack.PacketBuffer) (int, unix.Errno, tcpip.Error) {
 	if len(pkts) == 1 {
 		// One frame: writev costs one system call as well, and less.
-		pkt := pkts[0]
-		frameLen := pkt.Size()
-		h, act, reason := w.q.e.plan(pkt, peekPacket(w.s.head[:], pkt), frameLen)
-		ok, broken, err := w.s.sendOne(&w.q.c, fd, w.q.e.hdrSize, int(w.q.e.mtu.Load()), pkt, frameLen, h, act, reason, writevFD)
-		if ok {
-			return 1, broken, err
-		}
-		return 0, broken, err
+		return w.writevWriter.write(fd, pkts)
 	}
 	w.reset()
 	return writeBatched(w.q, &w.s, fd, w.q.e.hdrSize, pkts, w, writevFD)
@@ -472,36 +468,35 @@ func (w *uringWriter) flush(fd int) (int, unix.Errno, tcpip.Error) {
 		return 0, 0, nil
 	}
 	defer w.reset()
-	if n > 1 && w.r != nil {
-		for i := range n {
-			// RWF_NOWAIT: never park a write (a socket standing in for
-			// a tap may be full); EAGAIN counts tx_full as for writev.
-			w.r.prepFlags(uringOpWritev, fd, w.frame(i), unix.RWF_NOWAIT)
-		}
-		if _, err := w.r.submit(); err == nil {
-			res := w.r.res[:n]
-			return w.count(n, func(i int) unix.Errno {
-				switch {
-				case res[i] == -int32(unix.EOPNOTSUPP):
-					// The FD refuses RWF_NOWAIT: writev from now on.
-					w.dropRing(unix.EOPNOTSUPP)
-					return writevFD(fd, w.frame(i))
-				case res[i] < 0:
-					return unix.Errno(-res[i])
-				}
-				return 0
-			})
-		} else {
-			// The ring itself failed (enter only fails so on bad
-			// arguments); which requests ran is unknown. Count them
-			// lost and go on with writev.
-			w.q.c.txDrops[DropTxError].Add(uint64(n))
-			w.dropRing(err)
-			return 0, 0, &tcpip.ErrClosedForSend{}
-		}
+	if n == 1 || w.r == nil {
+		// One frame is not worth a ring round trip.
+		return w.count(n, func(i int) unix.Errno { return writevFD(fd, w.frame(i)) })
 	}
-	// One frame is not worth a ring round trip.
-	return w.count(n, func(i int) unix.Errno { return writevFD(fd, w.frame(i)) })
+	for i := range n {
+		// A full socket standing in for a tap answers EAGAIN (prep's
+		// RWF_NOWAIT): tx_full, as for writev.
+		w.r.prep(uringOpWritev, fd, w.frame(i))
+	}
+	if err := w.r.submit(); err != nil {
+		// The ring itself failed (enter only fails so on bad
+		// arguments); which requests ran is unknown. Count them lost
+		// and go on with writev.
+		w.q.c.txDrops[DropTxError].Add(uint64(n))
+		w.dropRing(err)
+		return 0, 0, &tcpip.ErrClosedForSend{}
+	}
+	res := w.r.res[:n]
+	return w.count(n, func(i int) unix.Errno {
+		switch {
+		case res[i] == -int32(unix.EOPNOTSUPP):
+			// The FD refuses RWF_NOWAIT: writev from now on.
+			w.dropRing(unix.EOPNOTSUPP)
+			return writevFD(fd, w.frame(i))
+		case res[i] < 0:
+			return unix.Errno(-res[i])
+		}
+		return 0
+	})
 }
 
 // count counts the outcome of frames 0..n-1, result(i) being frame i's

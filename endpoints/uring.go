@@ -164,12 +164,11 @@ func (r *uring) size() int { return len(r.sqes) }
 
 // prep queues a readv or writev of iovs on fd as request number
 // r.queued. The iovecs and the memory they point at must stay put until
-// submit returns.
+// submit returns. Every request carries RWF_NOWAIT: an empty FD answers
+// EAGAIN (a full one refuses a write) at once instead of parking the
+// request in the ring, where O_NONBLOCK does not reach, so submit never
+// waits on the FD.
 func (r *uring) prep(op uint8, fd int, iovs []unix.Iovec) {
-	r.prepFlags(op, fd, iovs, 0)
-}
-
-func (r *uring) prepFlags(op uint8, fd int, iovs []unix.Iovec, rwFlags uint32) {
 	tail := atomic.LoadUint32(r.sqTail) + uint32(r.queued)
 	i := tail & r.sqMask
 	r.sqes[i] = uringSQE{
@@ -178,7 +177,7 @@ func (r *uring) prepFlags(op uint8, fd int, iovs []unix.Iovec, rwFlags uint32) {
 		off:      ^uint64(0), // -1: the file's position, as read/write do
 		addr:     uint64(uintptr(unsafe.Pointer(&iovs[0]))),
 		len:      uint32(len(iovs)),
-		rwFlags:  rwFlags,
+		rwFlags:  unix.RWF_NOWAIT,
 		userData: uint64(r.queued),
 	}
 	r.sqArray[i] = i
@@ -186,11 +185,12 @@ func (r *uring) prepFlags(op uint8, fd int, iovs []unix.Iovec, rwFlags uint32) {
 }
 
 // submit submits the queued requests and waits for all of them; results
-// (bytes, or a negated errno) are then in r.res[:n], in the order queued.
-func (r *uring) submit() (int, error) {
+// (bytes, or a negated errno) are then in r.res, in the order queued. An
+// error means the ring itself failed; the caller must not use it again.
+func (r *uring) submit() error {
 	n := r.queued
 	if n == 0 {
-		return 0, nil
+		return nil
 	}
 	r.queued = 0
 	atomic.StoreUint32(r.sqTail, atomic.LoadUint32(r.sqTail)+uint32(n))
@@ -203,13 +203,13 @@ func (r *uring) submit() (int, error) {
 		case unix.EINTR, unix.EAGAIN, unix.EBUSY:
 			// Retry; EBUSY means completions wait to be reaped first.
 		default:
-			// The SQEs not consumed stay in the ring; drop them by
-			// moving the tail back is not allowed, so fail the ring.
-			return 0, fmt.Errorf("io_uring_enter: %w", e)
+			// Requests not consumed stay in the ring and would run on
+			// the next submit: the ring is done for.
+			return fmt.Errorf("io_uring_enter: %w", e)
 		}
 		got += r.reap()
 	}
-	return n, nil
+	return nil
 }
 
 // reap moves completions into r.res and returns how many it moved.

@@ -186,12 +186,12 @@ func TestURingNowait(t *testing.T) {
 	for i := range iovs {
 		iovs[i] = []unix.Iovec{{Base: &bufs[i][0]}}
 		iovs[i][0].SetLen(8)
-		r.prepFlags(uringOpReadv, fds[0], iovs[i], unix.RWF_NOWAIT)
+		r.prep(uringOpReadv, fds[0], iovs[i])
 	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if _, err := r.submit(); err != nil {
+		if err := r.submit(); err != nil {
 			t.Error(err)
 		}
 	}()
@@ -244,9 +244,9 @@ func BenchmarkNetnsTapWriteSyscalls(b *testing.B) {
 			for i := 0; i < b.N; {
 				k := min(batch, b.N-i)
 				for j := 0; j < k; j++ {
-					r.prepFlags(uringOpWritev, fd, iov, unix.RWF_NOWAIT)
+					r.prep(uringOpWritev, fd, iov)
 				}
-				if _, err := r.submit(); err != nil {
+				if err := r.submit(); err != nil {
 					b.Fatal(err)
 				}
 				for j := 0; j < k; j++ {
