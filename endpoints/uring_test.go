@@ -303,3 +303,39 @@ func TestTapReaderFrameDuringDelivery(t *testing.T) {
 		})
 	}
 }
+
+// TestNetnsTapBatchWhileDown: the sandbox takes its interface down while
+// batches go out through the ring. Each refused frame is counted, the
+// queue stays up, and batches go out again once the interface is back.
+func TestNetnsTapBatchWhileDown(t *testing.T) {
+	requireNetns(t)
+	tap, ns, _ := newTestTap(t, 1, TapOptions{})
+	batch := func() int {
+		var l stack.PacketBufferList
+		for i := 0; i < 8; i++ {
+			l.PushBack(packetOf(udpFrame(tapMAC, peerMAC, tapIP, peerIP, uint16(i), 2, make([]byte, 100))))
+		}
+		defer l.DecRef()
+		n, _ := tap.WritePackets(l)
+		return n
+	}
+	if n := batch(); n != 8 {
+		t.Fatalf("up: wrote %d of 8", n)
+	}
+	nsRun(t, ns, "ip", "link", "set", "mvtap0", "down")
+	before := tap.Stats().Total()
+	if n := batch(); n != 0 {
+		t.Errorf("down: wrote %d of 8, want 0", n)
+	}
+	after := tap.Stats().Total()
+	if got := after.TxDrops.Total() - before.TxDrops.Total(); got != 8 {
+		t.Errorf("down: %d frames counted dropped, want 8", got)
+	}
+	if after.State != "up" {
+		t.Errorf("queue state %q after the sandbox's link went down, want up", after.State)
+	}
+	nsRun(t, ns, "ip", "link", "set", "mvtap0", "up")
+	if n := batch(); n != 8 {
+		t.Errorf("back up: wrote %d of 8", n)
+	}
+}
